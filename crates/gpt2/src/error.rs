@@ -1,0 +1,74 @@
+//! One error type for the library. Every variant that comes from a file names the file, so a
+//! user who points the CLI at the wrong directory reads which file was wrong and why.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+
+    /// A config.json / generation_config.json that parses but cannot describe a GPT-2.
+    #[error("{}: {msg}", path.display())]
+    Config { path: PathBuf, msg: String },
+
+    /// A weights file that cannot be read as the format it claims to be.
+    #[error("{}: {msg}", path.display())]
+    Weights { path: PathBuf, msg: String },
+
+    #[error("{}: tensor `{name}` is missing", path.display())]
+    MissingTensor { path: PathBuf, name: String },
+
+    #[error("{}: tensor `{name}` has shape {found:?}, expected {expected:?}", path.display())]
+    Shape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    /// Resolving or downloading a model from the Hugging Face hub.
+    #[error("{0}")]
+    Hub(String),
+
+    /// Bad arguments to a forward pass or a task (too long, wrong shapes, ...).
+    #[error("{0}")]
+    Input(String),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Config {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn weights(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Weights {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! GPT-2 in Rust, exact to Hugging Face `transformers`.
+//!
+//! - [`config`]: config.json / generation_config.json, every GPT2Config field.
+//! - [`weights`]: checkpoints (safetensors via mmap, sharded, pytorch_model.bin without pickle
+//!   code execution), local directories and the Hugging Face hub cache.
+//! - [`model`]: GPT2Model and GPT2LMHeadModel, with the KV cache kept outside the model.
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod weights;
+
+pub use config::{Activation, Config};
+pub use error::{Error, Result};

@@ -1,0 +1,621 @@
+//! GPT2Model and GPT2LMHeadModel, mirroring `transformers`' modeling_gpt2.py module by module
+//! (`wte`, `wpe`, `drop`, `h[i].{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.act,
+//! mlp.c_proj}`, `ln_f`, `lm_head`), so a reader with that file open finds each piece.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::activation::Act;
+use super::cache::Cache;
+use super::{ForwardArgs, ModelOutput};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::weights::Weights;
+
+/// GPT-2's `Conv1D`: a linear layer whose weight is stored `[in, out]` (transposed relative to
+/// `nn.Linear`), so `y = x @ W + b` with no transpose at load or run time.
+#[derive(Debug, Clone)]
+pub struct Conv1D {
+    pub weight: Tensor, // [nx, nf]
+    pub bias: Tensor,   // [nf]
+}
+
+impl Conv1D {
+    fn load(w: &Weights, prefix: &str, nx: usize, nf: usize, dt: DType, dev: &Device) -> Result<Self> {
+        Ok(Conv1D {
+            weight: w.get(&format!("{prefix}.weight"), &[nx, nf], dt, dev)?,
+            bias: w.get(&format!("{prefix}.bias"), &[nf], dt, dev)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, nx) = x.dims3()?;
+        let y = x.reshape((b * t, nx))?.matmul(&self.weight)?;
+        let y = y.broadcast_add(&self.bias)?;
+        Ok(y.reshape((b, t, ()))?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn load(w: &Weights, prefix: &str, n: usize, eps: f64, dt: DType, dev: &Device) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: w.get(&format!("{prefix}.weight"), &[n], dt, dev)?,
+            bias: w.get(&format!("{prefix}.bias"), &[n], dt, dev)?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // Normalise in f32 whatever the weights' dtype, as PyTorch's CPU kernel accumulates.
+        let dtype = x.dtype();
+        let x32 = x.to_dtype(DType::F32)?;
+        let y = candle_nn::ops::layer_norm(
+            &x32,
+            &self.weight.to_dtype(DType::F32)?,
+            &self.bias.to_dtype(DType::F32)?,
+            self.eps as f32,
+        )?;
+        Ok(y.to_dtype(dtype)?)
+    }
+}
+
+fn dropout(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+    if train && p > 0.0 {
+        Ok(candle_nn::ops::dropout(x, p as f32)?)
+    } else {
+        Ok(x.clone())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub c_attn: Conv1D,
+    pub c_proj: Conv1D,
+    n_head: usize,
+    head_dim: usize,
+    /// `head_dim ** -0.5` (if scale_attn_weights) divided by `layer_idx + 1` (if
+    /// scale_attn_by_inverse_layer_idx), computed in f64 as Python does.
+    scaling: f64,
+    attn_pdrop: f64,
+    resid_pdrop: f64,
+}
+
+impl Attention {
+    fn load(w: &Weights, prefix: &str, cfg: &Config, layer_idx: usize, dt: DType, dev: &Device) -> Result<Self> {
+        let e = cfg.n_embd;
+        let mut scaling = 1.0f64;
+        if cfg.scale_attn_weights {
+            scaling = (cfg.head_dim() as f64).powf(-0.5);
+        }
+        if cfg.scale_attn_by_inverse_layer_idx {
+            scaling /= (layer_idx + 1) as f64;
+        }
+        Ok(Attention {
+            c_attn: Conv1D::load(w, &format!("{prefix}.c_attn"), e, 3 * e, dt, dev)?,
+            c_proj: Conv1D::load(w, &format!("{prefix}.c_proj"), e, e, dt, dev)?,
+            n_head: cfg.n_head,
+            head_dim: cfg.head_dim(),
+            scaling,
+            attn_pdrop: cfg.attn_pdrop,
+            resid_pdrop: cfg.resid_pdrop,
+        })
+    }
+
+    /// `x`: [B, T, E]; `mask`: additive [B, 1, T, S] (0 or dtype-min) or None when nothing is
+    /// masked. Returns the output [B, T, E] and, when asked, the attention probabilities [B, H, T, S].
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<(&mut Cache, usize)>,
+        want_probs: bool,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, t, e) = x.dims3()?;
+        let (h, d) = (self.n_head, self.head_dim);
+        let qkv = self.c_attn.forward(x)?; // [B, T, 3E]
+        let heads = |i: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(2, i * e, e)?
+                .reshape((b, t, h, d))?
+                .transpose(1, 2)?
+                .contiguous()?) // [B, H, T, D]
+        };
+        let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, k, v)?,
+            None => (k, v),
+        };
+
+        // Scores, mask and softmax in f32 (what reorder_and_upcast_attn asks for, and harmless
+        // at f32); probabilities go back to the value dtype before the weighted sum.
+        let scores = q
+            .to_dtype(DType::F32)?
+            .matmul(&k.to_dtype(DType::F32)?.t()?)?
+            .affine(self.scaling, 0.0)?; // [B, H, T, S]
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        let probs = dropout(&probs, self.attn_pdrop, train)?;
+        let y = probs.matmul(&v)?; // [B, H, T, D]
+        let y = y.transpose(1, 2)?.reshape((b, t, e))?;
+        let y = dropout(&self.c_proj.forward(&y)?, self.resid_pdrop, train)?;
+        Ok((y, want_probs.then_some(probs)))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub c_fc: Conv1D,
+    pub c_proj: Conv1D,
+    pub act: Act,
+    resid_pdrop: f64,
+}
+
+impl Mlp {
+    fn load(w: &Weights, prefix: &str, cfg: &Config, dt: DType, dev: &Device) -> Result<Self> {
+        let (e, inner) = (cfg.n_embd, cfg.inner_dim());
+        Ok(Mlp {
+            c_fc: Conv1D::load(w, &format!("{prefix}.c_fc"), e, inner, dt, dev)?,
+            c_proj: Conv1D::load(w, &format!("{prefix}.c_proj"), inner, e, dt, dev)?,
+            act: Act::load(w, &format!("{prefix}.act"), cfg)?,
+            resid_pdrop: cfg.resid_pdrop,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.act.forward(&self.c_fc.forward(x)?)?;
+        dropout(&self.c_proj.forward(&x)?, self.resid_pdrop, train)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub ln_1: LayerNorm,
+    pub attn: Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn load(w: &Weights, i: usize, cfg: &Config, dt: DType, dev: &Device) -> Result<Self> {
+        let p = format!("h.{i}");
+        let (e, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
+        Ok(Block {
+            ln_1: LayerNorm::load(w, &format!("{p}.ln_1"), e, eps, dt, dev)?,
+            attn: Attention::load(w, &format!("{p}.attn"), cfg, i, dt, dev)?,
+            ln_2: LayerNorm::load(w, &format!("{p}.ln_2"), e, eps, dt, dev)?,
+            mlp: Mlp::load(w, &format!("{p}.mlp"), cfg, dt, dev)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<(&mut Cache, usize)>,
+        want_probs: bool,
+        train: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (a, probs) = self
+            .attn
+            .forward(&self.ln_1.forward(x)?, mask, cache, want_probs, train)?;
+        let x = (x + a)?;
+        let m = self.mlp.forward(&self.ln_2.forward(&x)?, train)?;
+        Ok(((x + m)?, probs))
+    }
+}
+
+/// The bare transformer: embeddings, blocks, final layer norm.
+#[derive(Debug, Clone)]
+pub struct Gpt2Model {
+    pub wte: Tensor, // [vocab_size, n_embd]
+    pub wpe: Tensor, // [n_positions, n_embd]
+    pub h: Vec<Block>,
+    pub ln_f: LayerNorm,
+    pub config: Config,
+    dtype: DType,
+    device: Device,
+}
+
+/// What one call of the transformer produced, before any head.
+pub(crate) struct BaseOutput {
+    pub last_hidden_state: Tensor,
+    pub hidden_states: Option<Vec<Tensor>>,
+    pub attentions: Option<Vec<Tensor>>,
+}
+
+impl Gpt2Model {
+    pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
+        check_weights_match_config(w, cfg)?;
+        let (e, dt, dev) = (cfg.n_embd, dtype, device);
+        let h = (0..cfg.n_layer)
+            .map(|i| Block::load(w, i, cfg, dt, dev))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Gpt2Model {
+            wte: w.get("wte.weight", &[cfg.vocab_size, e], dt, dev)?,
+            wpe: w.get("wpe.weight", &[cfg.n_positions, e], dt, dev)?,
+            h,
+            ln_f: LayerNorm::load(w, "ln_f", e, cfg.layer_norm_epsilon, dt, dev)?,
+            config: cfg.clone(),
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// GPT2Model.forward: `last_hidden_state` and, when asked, hidden states and attentions.
+    pub fn forward(&self, args: &ForwardArgs, cache: Option<&mut Cache>) -> Result<ModelOutput> {
+        let base = self.forward_base(args, cache)?;
+        Ok(ModelOutput {
+            last_hidden_state: base.last_hidden_state,
+            hidden_states: base.hidden_states,
+            attentions: base.attentions,
+            logits: None,
+            loss: None,
+        })
+    }
+
+    pub(crate) fn forward_base(&self, args: &ForwardArgs, mut cache: Option<&mut Cache>) -> Result<BaseOutput> {
+        let cfg = &self.config;
+        let past = cache.as_ref().map(|c| c.seq_len()).unwrap_or(0);
+        let inputs_embeds = match (args.input_ids, args.inputs_embeds) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Input(
+                    "give either input_ids or inputs_embeds, not both".into(),
+                ))
+            }
+            (None, None) => return Err(Error::Input("input_ids or inputs_embeds is required".into())),
+            (Some(ids), None) => self.embed_tokens(ids)?,
+            (None, Some(e)) => {
+                let (_, _, n) = e.dims3().map_err(|_| {
+                    Error::Input(format!("inputs_embeds must be [batch, seq, n_embd], got {:?}", e.dims()))
+                })?;
+                if n != cfg.n_embd {
+                    return Err(Error::Input(format!(
+                        "inputs_embeds has width {n}, the model's n_embd is {}",
+                        cfg.n_embd
+                    )));
+                }
+                e.to_dtype(self.dtype)?
+            }
+        };
+        let (b, t, _) = inputs_embeds.dims3()?;
+        if t == 0 {
+            return Err(Error::Input("the input is empty (no tokens)".into()));
+        }
+        if let Some(c) = cache.as_ref() {
+            if c.n_layer() != cfg.n_layer {
+                return Err(Error::Input(format!(
+                    "the cache has {} layers, the model {}",
+                    c.n_layer(),
+                    cfg.n_layer
+                )));
+            }
+        }
+
+        let mask_rows = match args.attention_mask {
+            Some(m) => Some(mask_rows(m, b, past + t)?),
+            None => None,
+        };
+        let position_ids = match args.position_ids {
+            Some(p) => {
+                let p = to_u32_rows(p, "position_ids")?;
+                if p.len() != b || p.iter().any(|r| r.len() != t) {
+                    return Err(Error::Input(format!(
+                        "position_ids must be [{b}, {t}] like the input"
+                    )));
+                }
+                p
+            }
+            None => derive_position_ids(mask_rows.as_deref(), b, past, t),
+        };
+        let max_pos = position_ids.iter().flatten().copied().max().unwrap_or(0) as usize;
+        if past + t > cfg.n_positions || max_pos >= cfg.n_positions {
+            return Err(Error::Input(format!(
+                "sequence length {} exceeds the model's maximum of {} positions (n_positions); truncate the input",
+                (past + t).max(max_pos + 1),
+                cfg.n_positions
+            )));
+        }
+        let pos = Tensor::from_vec(
+            position_ids.concat(),
+            (b * t,),
+            &self.device,
+        )?;
+        let position_embeds = self.wpe.index_select(&pos, 0)?.reshape((b, t, cfg.n_embd))?;
+        let mut hidden = (inputs_embeds + position_embeds)?;
+        if let Some(tt) = args.token_type_ids {
+            hidden = (hidden + self.embed_tokens(tt)?)?;
+        }
+        let mut hidden = dropout(&hidden, cfg.embd_pdrop, args.train)?;
+
+        let mask = attention_bias(mask_rows.as_deref(), b, past, t, &self.device)?;
+        let mut all_hidden = args.output_hidden_states.then(Vec::new);
+        let mut all_attn = args.output_attentions.then(Vec::new);
+        for (i, block) in self.h.iter().enumerate() {
+            if let Some(hs) = all_hidden.as_mut() {
+                hs.push(hidden.clone());
+            }
+            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
+            let (next, probs) = block.forward(&hidden, mask.as_ref(), layer_cache, args.output_attentions, args.train)?;
+            hidden = next;
+            if let (Some(a), Some(p)) = (all_attn.as_mut(), probs) {
+                a.push(p);
+            }
+        }
+        let hidden = self.ln_f.forward(&hidden)?;
+        if let Some(hs) = all_hidden.as_mut() {
+            hs.push(hidden.clone());
+        }
+        Ok(BaseOutput {
+            last_hidden_state: hidden,
+            hidden_states: all_hidden,
+            attentions: all_attn,
+        })
+    }
+
+    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+        let rows = to_u32_rows(ids, "input_ids")?;
+        let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
+        let vocab = self.config.vocab_size;
+        if let Some(bad) = rows.iter().flatten().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary (vocab_size {vocab})"
+            )));
+        }
+        let flat = Tensor::from_vec(rows.concat(), (b * t,), &self.device)?;
+        Ok(self.wte.index_select(&flat, 0)?.reshape((b, t, self.config.n_embd))?)
+    }
+}
+
+/// GPT2LMHeadModel: the transformer plus `lm_head`, tied to `wte` unless the checkpoint has its
+/// own (tie_word_embeddings = false).
+#[derive(Debug, Clone)]
+pub struct Gpt2LmHeadModel {
+    pub transformer: Gpt2Model,
+    pub lm_head: Tensor, // [vocab_size, n_embd]
+    pub tied: bool,
+}
+
+impl Gpt2LmHeadModel {
+    pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
+        let transformer = Gpt2Model::load(w, cfg, dtype, device)?;
+        let own = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(w.get("lm_head.weight", &[cfg.vocab_size, cfg.n_embd], dtype, device)?)
+        };
+        let tied = own.is_none();
+        let lm_head = own.unwrap_or_else(|| transformer.wte.clone());
+        Ok(Gpt2LmHeadModel {
+            transformer,
+            lm_head,
+            tied,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.transformer.config
+    }
+
+    /// GPT2LMHeadModel.forward. `args.logits_to_keep` > 0 computes logits for only that many
+    /// final positions (what generation needs after prefill).
+    pub fn forward(&self, args: &ForwardArgs, cache: Option<&mut Cache>) -> Result<ModelOutput> {
+        if args.labels.is_some() && args.logits_to_keep != 0 {
+            return Err(Error::Input("labels need the logits of every position (logits_to_keep = 0)".into()));
+        }
+        let base = self.transformer.forward_base(args, cache)?;
+        let hidden = &base.last_hidden_state;
+        let (b, t, e) = hidden.dims3()?;
+        let keep = if args.logits_to_keep == 0 { t } else { args.logits_to_keep.min(t) };
+        let h = hidden.narrow(1, t - keep, keep)?.reshape((b * keep, e))?;
+        let logits = h.matmul(&self.lm_head.t()?)?.reshape((b, keep, ()))?;
+        let loss = match args.labels {
+            Some(labels) => Some(super::loss::causal_lm_loss(&logits, labels)?),
+            None => None,
+        };
+        Ok(ModelOutput {
+            last_hidden_state: base.last_hidden_state,
+            logits: Some(logits),
+            hidden_states: base.hidden_states,
+            attentions: base.attentions,
+            loss,
+        })
+    }
+
+    /// The state_dict: every tensor with its `transformers` name, in state_dict order
+    /// (`lm_head.weight` included even when tied, as PyTorch lists it).
+    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        let m = &self.transformer;
+        out.push(("transformer.wte.weight".into(), m.wte.clone()));
+        out.push(("transformer.wpe.weight".into(), m.wpe.clone()));
+        for (i, blk) in m.h.iter().enumerate() {
+            let p = format!("transformer.h.{i}");
+            let mut push = |name: &str, t: &Tensor| out.push((format!("{p}.{name}"), t.clone()));
+            push("ln_1.weight", &blk.ln_1.weight);
+            push("ln_1.bias", &blk.ln_1.bias);
+            push("attn.c_attn.weight", &blk.attn.c_attn.weight);
+            push("attn.c_attn.bias", &blk.attn.c_attn.bias);
+            push("attn.c_proj.weight", &blk.attn.c_proj.weight);
+            push("attn.c_proj.bias", &blk.attn.c_proj.bias);
+            push("ln_2.weight", &blk.ln_2.weight);
+            push("ln_2.bias", &blk.ln_2.bias);
+            push("mlp.c_fc.weight", &blk.mlp.c_fc.weight);
+            push("mlp.c_fc.bias", &blk.mlp.c_fc.bias);
+            push("mlp.c_proj.weight", &blk.mlp.c_proj.weight);
+            push("mlp.c_proj.bias", &blk.mlp.c_proj.bias);
+            for p in blk.mlp.act.parameters() {
+                let t = if p.learned {
+                    Tensor::new(&[p.value], m.device())
+                } else {
+                    Tensor::new(p.value, m.device())
+                };
+                push(&format!("mlp.act.{}", p.name), &t.expect("a small CPU tensor"));
+            }
+        }
+        out.push(("transformer.ln_f.weight".into(), m.ln_f.weight.clone()));
+        out.push(("transformer.ln_f.bias".into(), m.ln_f.bias.clone()));
+        out.push(("lm_head.weight".into(), self.lm_head.clone()));
+        out
+    }
+
+    /// The number of parameters as `model.num_parameters()` counts them: a tied lm_head once,
+    /// buffers (xIELU's beta / eps) not at all.
+    pub fn num_parameters(&self) -> usize {
+        let buffers: usize = self
+            .transformer
+            .h
+            .iter()
+            .map(|b| b.mlp.act.parameters().iter().filter(|p| !p.learned).count())
+            .sum();
+        let all: usize = self.state_dict().iter().map(|(_, t)| t.elem_count()).sum();
+        let tied = if self.tied { self.lm_head.elem_count() } else { 0 };
+        all - buffers - tied
+    }
+}
+
+/// A config that does not describe the weights is an error, not a silently truncated model:
+/// transformers warns and drops unused tensors; here extra layers mean the wrong config.json.
+fn check_weights_match_config(w: &Weights, cfg: &Config) -> Result<()> {
+    for name in w.names() {
+        let Some(rest) = name.strip_prefix("h.") else { continue };
+        let Some(idx) = rest.split('.').next().and_then(|s| s.parse::<usize>().ok()) else {
+            continue;
+        };
+        if idx >= cfg.n_layer {
+            return Err(Error::Input(format!(
+                "the weights have layer h.{idx} ({name}) but config.json says n_layer = {}: config and weights do not match",
+                cfg.n_layer
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Integer tensor [B, T] (any integer or float dtype) as rows of u32.
+fn to_u32_rows(t: &Tensor, what: &str) -> Result<Vec<Vec<u32>>> {
+    let t = match t.rank() {
+        1 => t.unsqueeze(0)?,
+        2 => t.clone(),
+        _ => return Err(Error::Input(format!("{what} must be [batch, seq], got {:?}", t.dims()))),
+    };
+    let as_i64 = t.to_dtype(DType::I64)?.to_vec2::<i64>()?;
+    as_i64
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|v| {
+                    u32::try_from(v).map_err(|_| Error::Input(format!("{what} has a negative or huge value {v}")))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn mask_rows(mask: &Tensor, b: usize, s: usize) -> Result<Vec<Vec<u32>>> {
+    let rows = to_u32_rows(mask, "attention_mask")?;
+    if rows.len() != b || rows.iter().any(|r| r.len() != s) {
+        return Err(Error::Input(format!(
+            "attention_mask must be [{b}, {s}] (batch, cached + new positions), got [{}, {}]",
+            rows.len(),
+            rows.first().map_or(0, Vec::len)
+        )));
+    }
+    Ok(rows)
+}
+
+/// Position ids when none are given: from the attention mask as `generate` derives them
+/// (`cumsum(mask) - 1`, padding at 1), so left-padded rows start at 0; else past..past+T.
+fn derive_position_ids(mask: Option<&[Vec<u32>]>, b: usize, past: usize, t: usize) -> Vec<Vec<u32>> {
+    match mask {
+        Some(rows) => rows
+            .iter()
+            .map(|row| {
+                let mut seen = 0u32;
+                let full: Vec<u32> = row
+                    .iter()
+                    .map(|&m| {
+                        seen += (m != 0) as u32;
+                        if m == 0 { 1 } else { seen - 1 }
+                    })
+                    .collect();
+                full[full.len() - t..].to_vec()
+            })
+            .collect(),
+        None => vec![(past as u32..(past + t) as u32).collect(); b],
+    }
+}
+
+/// The additive attention bias [B, 1, T, S]: 0 where query i may see key j (causal and not
+/// padding), f32::MIN elsewhere, as transformers' eager path builds it. None when nothing is
+/// masked (a single new token with no padding).
+fn attention_bias(
+    mask: Option<&[Vec<u32>]>,
+    b: usize,
+    past: usize,
+    t: usize,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let s = past + t;
+    let padded = mask.is_some_and(|rows| rows.iter().flatten().any(|&m| m == 0));
+    if t == 1 && !padded {
+        return Ok(None);
+    }
+    let mut bias = vec![0f32; b * t * s];
+    for bi in 0..b {
+        for i in 0..t {
+            for j in 0..s {
+                let visible = j <= past + i && mask.map_or(true, |rows| rows[bi][j] != 0);
+                if !visible {
+                    bias[(bi * t + i) * s + j] = f32::MIN;
+                }
+            }
+        }
+    }
+    Ok(Some(Tensor::from_vec(bias, (b, 1, t, s), device)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::IndexOp;
+
+    #[test]
+    fn position_ids_from_left_padding() {
+        let mask = vec![vec![0, 0, 1, 1, 1], vec![1, 1, 1, 1, 1]];
+        assert_eq!(
+            derive_position_ids(Some(&mask), 2, 0, 5),
+            vec![vec![1, 1, 0, 1, 2], vec![0, 1, 2, 3, 4]]
+        );
+        // A decode step: the last column of the full mask's positions.
+        assert_eq!(derive_position_ids(Some(&mask), 2, 4, 1), vec![vec![2], vec![4]]);
+        assert_eq!(derive_position_ids(None, 1, 3, 2), vec![vec![3, 4]]);
+    }
+
+    #[test]
+    fn bias_is_causal_and_masks_padding() {
+        let mask = vec![vec![0, 1, 1]];
+        let bias = attention_bias(Some(&mask), 1, 0, 3, &Device::Cpu).unwrap().unwrap();
+        let v = bias.i((0, 0)).unwrap().to_vec2::<f32>().unwrap();
+        let m = f32::MIN;
+        assert_eq!(v, vec![vec![m, m, m], vec![m, 0.0, m], vec![m, 0.0, 0.0]]);
+        assert!(attention_bias(None, 1, 5, 1, &Device::Cpu).unwrap().is_none());
+    }
+}

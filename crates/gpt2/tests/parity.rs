@@ -1,0 +1,176 @@
+//! Parity with `transformers` on the committed fixture checkpoints (scripts/make_fixtures.py):
+//! logits, loss, every hidden state and attention, single and left-padded batched inputs,
+//! token_type_ids, and step-by-step decoding through the KV cache.
+//!
+//! Tolerance (f32): 1e-4 of the golden tensor's largest magnitude (see `common::scaled_error`).
+//! Reduced precision is compared with the f32 goldens at looser, stated tolerances.
+
+mod common;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use common::{assert_close, model_dir, real_rows, Golden};
+use gpt2::model::{Cache, ForwardArgs, Gpt2LmHeadModel};
+use gpt2::weights::Weights;
+use gpt2::Config;
+
+const F32_TOL: f32 = 1e-4;
+
+fn load(name: &str, dtype: DType) -> Gpt2LmHeadModel {
+    let dir = model_dir(name);
+    let config = Config::from_file(dir.join("config.json")).unwrap();
+    let weights = Weights::from_dir(&dir).unwrap();
+    Gpt2LmHeadModel::load(&weights, &config, dtype, &Device::Cpu).unwrap()
+}
+
+fn check_case(name: &str, model: &Gpt2LmHeadModel, g: &Golden, case: &str) {
+    let key = |f: &str| format!("{case}.{f}");
+    let ids = g.get(&key("input_ids"));
+    let mask = g.get(&key("attention_mask"));
+    let padded = mask.min_all().unwrap().to_scalar::<i64>().unwrap() == 0;
+    let mut args = ForwardArgs::ids(ids);
+    args.output_hidden_states = true;
+    args.output_attentions = true;
+    if padded {
+        args.attention_mask = Some(mask);
+    }
+    // Position ids are not passed: the model must derive them from the mask as generate() does.
+    let tt = g.has(&key("token_type_ids")).then(|| g.get(&key("token_type_ids")));
+    args.token_type_ids = tt;
+    let labels = g.has(&key("labels")).then(|| g.get(&key("labels")));
+    args.labels = labels;
+
+    let out = model.forward(&args, None).unwrap();
+    let what = |f: &str| format!("{name} {case} {f}");
+    let rows = |t: &Tensor| real_rows(t, mask);
+    assert_close(&what("logits"), &rows(out.logits.as_ref().unwrap()), &rows(g.get(&key("logits"))), F32_TOL);
+    assert_close(
+        &what("last_hidden_state"),
+        &rows(&out.last_hidden_state),
+        &rows(g.get(&key("last_hidden_state"))),
+        F32_TOL,
+    );
+    let hs = out.hidden_states.as_ref().unwrap();
+    assert_eq!(hs.len(), model.config().n_layer + 1);
+    for (i, h) in hs.iter().enumerate() {
+        assert_close(&what(&format!("hidden_states.{i}")), &rows(h), &rows(g.get(&key(&format!("hidden_states.{i}")))), F32_TOL);
+    }
+    let attn = out.attentions.as_ref().unwrap();
+    assert_eq!(attn.len(), model.config().n_layer);
+    for (i, a) in attn.iter().enumerate() {
+        // [B, H, T, S] -> [B, T, H, S] so the real-row filter applies to the query axis.
+        let a = a.transpose(1, 2).unwrap();
+        let w = g.get(&key(&format!("attentions.{i}"))).transpose(1, 2).unwrap();
+        assert_close(&what(&format!("attentions.{i}")), &rows(&a), &rows(&w), F32_TOL);
+    }
+    if labels.is_some() {
+        let got = out.loss.unwrap().to_scalar::<f32>().unwrap();
+        let want = g.get(&key("loss")).to_vec1::<f32>().unwrap()[0];
+        assert!((got - want).abs() <= F32_TOL * want.abs().max(1.0), "{}: {got} vs {want}", what("loss"));
+    }
+}
+
+#[test]
+fn forward_matches_transformers_on_every_golden() {
+    for name in common::golden_models() {
+        let g = Golden::load(&name);
+        let model = load(&name, DType::F32);
+        for case in ["single", "batch", "tt"] {
+            if g.has(&format!("{case}.input_ids")) {
+                check_case(&name, &model, &g, case);
+            }
+        }
+    }
+}
+
+/// The cache case: prefill the left-padded prompt, then one token at a time with the mask
+/// extended; every step's logits equal transformers' and equal the full forward's.
+#[test]
+fn cached_decoding_matches_transformers_and_the_full_forward() {
+    for name in common::golden_models() {
+        let g = Golden::load(&name);
+        if !g.has("cache.input_ids") {
+            continue;
+        }
+        let model = load(&name, DType::F32);
+        let ids = g.get("cache.input_ids");
+        let mut mask = g.get("cache.attention_mask").clone();
+        let steps = g.get("cache.step_ids");
+        let want_steps = g.get("cache.step_logits");
+        let (b, n_steps) = steps.dims2().unwrap();
+
+        let mut cache = Cache::new(model.config().n_layer);
+        let mut args = ForwardArgs::ids(ids);
+        args.attention_mask = Some(&mask);
+        args.logits_to_keep = 1;
+        let out = model.forward(&args, Some(&mut cache)).unwrap();
+        let prefill = out.logits.unwrap().i((.., 0, ..)).unwrap();
+        assert_close(&format!("{name} prefill"), &prefill, g.get("cache.prefill_logits"), F32_TOL);
+
+        let mut step_logits = Vec::new();
+        for s in 0..n_steps {
+            let step = steps.narrow(1, s, 1).unwrap();
+            let ones = Tensor::ones((b, 1), mask.dtype(), &Device::Cpu).unwrap();
+            mask = Tensor::cat(&[&mask, &ones], 1).unwrap();
+            let mut args = ForwardArgs::ids(&step);
+            args.attention_mask = Some(&mask);
+            let out = model.forward(&args, Some(&mut cache)).unwrap();
+            let logits = out.logits.unwrap().i((.., 0, ..)).unwrap();
+            assert_close(&format!("{name} step {s}"), &logits, &want_steps.i((.., s, ..)).unwrap(), F32_TOL);
+            step_logits.push(logits);
+        }
+        assert_eq!(cache.seq_len(), ids.dims()[1] + n_steps);
+
+        // The same tokens in one uncached forward give the same logits at those positions.
+        let all_ids = Tensor::cat(&[ids, steps], 1).unwrap();
+        let mut args = ForwardArgs::ids(&all_ids);
+        args.attention_mask = Some(&mask);
+        let full = model.forward(&args, None).unwrap().logits.unwrap();
+        let t0 = ids.dims()[1];
+        for (s, logits) in step_logits.iter().enumerate() {
+            let f = full.i((.., t0 + s, ..)).unwrap();
+            assert_close(&format!("{name} cached vs full, step {s}"), logits, &f, 1e-5);
+        }
+    }
+}
+
+/// f16 / bf16 weights against the f32 goldens. Tolerances are set from what the formats can
+/// hold through a few layers: f16 keeps ~3 decimal digits, bf16 ~2.
+#[test]
+fn reduced_precision_stays_close_to_f32() {
+    for (dtype, tol) in [(DType::F16, 5e-3f32), (DType::BF16, 4e-2f32)] {
+        for name in ["tiny", "gelu-inner", "odd-heads-untied", "reorder-upcast"] {
+            let g = Golden::load(name);
+            let model = load(name, dtype);
+            let mask = g.get("batch.attention_mask");
+            let mut args = ForwardArgs::ids(g.get("batch.input_ids"));
+            args.attention_mask = Some(mask);
+            let out = model.forward(&args, None).unwrap();
+            let logits = out.logits.unwrap();
+            assert_eq!(logits.dtype(), dtype);
+            assert_close(
+                &format!("{name} {dtype:?} logits"),
+                &real_rows(&logits, mask),
+                &real_rows(g.get("batch.logits"), mask),
+                tol,
+            );
+        }
+    }
+}
+
+#[test]
+fn every_activation_matches_transformers() {
+    let g = Golden::load("activations");
+    let x = g.get("x");
+    let mut checked = 0;
+    for (name, want) in &g.tensors {
+        if name == "x" {
+            continue;
+        }
+        let kind = gpt2::Activation::from_name(name)
+            .unwrap_or_else(|| panic!("transformers accepts activation {name:?}; we do not"));
+        let got = gpt2::model::Act::new(kind).forward(x).unwrap();
+        assert_close(&format!("activation {name}"), &got, want, 2e-6);
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} activations in the golden");
+}
