@@ -46,6 +46,9 @@ pub enum Error {
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+
+    #[error(transparent)]
+    Tokenizer(#[from] gpt2_tokenizer::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -4,11 +4,16 @@
 //! - [`weights`]: checkpoints (safetensors via mmap, sharded, pytorch_model.bin without pickle
 //!   code execution), local directories and the Hugging Face hub cache.
 //! - [`model`]: GPT2Model and GPT2LMHeadModel, with the KV cache kept outside the model.
+//! - [`generation`]: the decoding loop.
+//! - [`pretrained`]: a directory or hub id to a loaded model and tokenizer.
 
 pub mod config;
 pub mod error;
+pub mod generation;
 pub mod model;
+pub mod pretrained;
 pub mod weights;
 
 pub use config::{Activation, Config};
 pub use error::{Error, Result};
+pub use pretrained::{LoadOptions, Pretrained};

@@ -1,0 +1,402 @@
+//! The `gpt2` command: a thin layer over the `gpt2` library. Every error is printed plainly
+//! (`error: ...`) with a non-zero exit status.
+
+mod bench;
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::{Parser, Subcommand, ValueEnum};
+use gpt2::generation::{self, GreedyConfig};
+use gpt2::model::{module_tree, ForwardArgs};
+use gpt2::weights::{resolve_model_dir, ResolveOptions};
+use gpt2::{Config, LoadOptions, Pretrained};
+use gpt2_tokenizer::{BatchEncoding, PaddingOptions, PaddingSide, Tokenizer};
+
+#[derive(Parser)]
+#[command(name = "gpt2", version, about = "GPT-2 in Rust: tokenize, run and inspect GPT-2 checkpoints")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<Dtype> for DType {
+    fn from(d: Dtype) -> DType {
+        match d {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::Bf16 => DType::BF16,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Side {
+    Left,
+    Right,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Text to token ids (the built-in GPT-2 tokenizer unless --model names a model).
+    Tokenize {
+        /// A model directory or hub id whose tokenizer to use.
+        #[arg(long)]
+        model: Option<String>,
+        /// Print a JSON array of ids.
+        #[arg(long)]
+        json: bool,
+        /// Read one JSON string per line on stdin; write one JSON array of ids per line.
+        #[arg(long, conflicts_with = "text")]
+        jsonl: bool,
+        text: Option<String>,
+    },
+    /// Token ids to text.
+    Detokenize {
+        #[arg(long)]
+        model: Option<String>,
+        /// Leave out special tokens such as <|endoftext|>.
+        #[arg(long)]
+        skip_special_tokens: bool,
+        /// Read one JSON array of ids per line on stdin; write one JSON string per line.
+        #[arg(long, conflicts_with = "ids")]
+        jsonl: bool,
+        /// Ids, as separate arguments or one JSON array.
+        ids: Vec<String>,
+    },
+    /// Run the model on one or more texts and save its activations to a .safetensors file.
+    Forward {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        output_hidden_states: bool,
+        #[arg(long)]
+        output_attentions: bool,
+        /// Where the eos padding goes when several texts form a batch.
+        #[arg(long, value_enum, default_value = "right")]
+        padding_side: Side,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Continue a prompt (greedy decoding).
+    Generate {
+        #[arg(long)]
+        model: String,
+        #[arg(long, default_value_t = 20)]
+        max_new_tokens: usize,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        prompt: String,
+    },
+    /// Time loading and prefill against transformers (PyTorch) in the same run.
+    Bench {
+        #[arg(long)]
+        model: String,
+        /// A Python with torch and transformers; without it only this project is timed.
+        #[arg(long)]
+        python: Option<String>,
+        /// Prefill lengths, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "512")]
+        prefill: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
+    /// Print the module tree as PyTorch does, and every parameter with its shape.
+    Inspect {
+        #[arg(long)]
+        model: String,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli.command) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Tokenize {
+            model,
+            json,
+            jsonl,
+            text,
+        } => tokenize(model.as_deref(), json, jsonl, text),
+        Command::Detokenize {
+            model,
+            skip_special_tokens,
+            jsonl,
+            ids,
+        } => detokenize(model.as_deref(), skip_special_tokens, jsonl, &ids),
+        Command::Forward {
+            model,
+            out,
+            output_hidden_states,
+            output_attentions,
+            padding_side,
+            dtype,
+            texts,
+        } => forward(
+            &model,
+            &out,
+            output_hidden_states,
+            output_attentions,
+            padding_side,
+            dtype.into(),
+            &texts,
+        ),
+        Command::Generate {
+            model,
+            max_new_tokens,
+            dtype,
+            prompt,
+        } => generate(&model, max_new_tokens, dtype.into(), &prompt),
+        Command::Inspect { model, dtype } => inspect(&model, dtype.into()),
+        Command::Bench {
+            model,
+            python,
+            prefill,
+            repeats,
+        } => bench::run(&bench::BenchArgs {
+            model: &model,
+            python: python.as_deref(),
+            prefill: &prefill,
+            repeats,
+        }),
+    }
+}
+
+fn load(model: &str, dtype: DType) -> Result<Pretrained> {
+    let opts = LoadOptions {
+        dtype,
+        ..LoadOptions::default()
+    };
+    Pretrained::load(model, &opts).with_context(|| format!("loading model {model}"))
+}
+
+/// A tokenizer without loading weights: the model's own, or the built-in GPT-2 one.
+fn tokenizer_for(model: Option<&str>) -> Result<Tokenizer> {
+    let Some(model) = model else {
+        return Ok(Tokenizer::gpt2());
+    };
+    let dir = resolve_model_dir(model, &ResolveOptions::default())?;
+    let config = Config::from_file(dir.join("config.json"))?;
+    Ok(gpt2::pretrained::load_tokenizer(&dir, &config)?)
+}
+
+fn tokenize(model: Option<&str>, json: bool, jsonl: bool, text: Option<String>) -> Result<()> {
+    let tok = tokenizer_for(model)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if jsonl {
+        // Encode in chunks so large inputs stream while still using every core.
+        let mut lines = std::io::stdin().lock().lines();
+        let mut line_no = 0usize;
+        loop {
+            let mut texts = Vec::new();
+            for line in lines.by_ref().take(4096) {
+                line_no += 1;
+                let line = line.context("reading stdin")?;
+                let text: String = serde_json::from_str(&line)
+                    .with_context(|| format!("stdin line {line_no} is not a JSON string"))?;
+                texts.push(text);
+            }
+            if texts.is_empty() {
+                break;
+            }
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            for ids in tok.encode_batch(&refs) {
+                serde_json::to_writer(&mut out, &ids)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        return Ok(out.flush()?);
+    }
+    let Some(text) = text else {
+        bail!("give a TEXT to tokenize, or --jsonl to read JSON strings from stdin");
+    };
+    let ids = tok.encode(&text);
+    if json {
+        serde_json::to_writer(&mut out, &ids)?;
+        writeln!(out)?;
+    } else {
+        let s: Vec<String> = ids.iter().map(u32::to_string).collect();
+        writeln!(out, "{}", s.join(" "))?;
+    }
+    Ok(out.flush()?)
+}
+
+fn parse_ids(args: &[String]) -> Result<Vec<u32>> {
+    if let [one] = args {
+        if one.trim_start().starts_with('[') {
+            return serde_json::from_str(one).context("ids must be a JSON array of non-negative integers");
+        }
+    }
+    args.iter()
+        .flat_map(|a| a.split(|c: char| c == ',' || c.is_whitespace()))
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().with_context(|| format!("{s:?} is not a token id")))
+        .collect()
+}
+
+fn detokenize(model: Option<&str>, skip_special: bool, jsonl: bool, ids: &[String]) -> Result<()> {
+    let tok = tokenizer_for(model)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if jsonl {
+        for (i, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line.context("reading stdin")?;
+            let ids: Vec<u32> = serde_json::from_str(&line)
+                .with_context(|| format!("stdin line {} is not a JSON array of ids", i + 1))?;
+            serde_json::to_writer(&mut out, &tok.decode(&ids, skip_special)?)?;
+            out.write_all(b"\n")?;
+        }
+        return Ok(out.flush()?);
+    }
+    let ids = parse_ids(ids)?;
+    writeln!(out, "{}", tok.decode(&ids, skip_special)?)?;
+    Ok(out.flush()?)
+}
+
+fn encode_texts(tok: &Tokenizer, texts: &[String], side: Side) -> Result<BatchEncoding> {
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let tok = tok.clone().with_pad_token_eos();
+    let side = match side {
+        Side::Left => PaddingSide::Left,
+        Side::Right => PaddingSide::Right,
+    };
+    let opts = PaddingOptions {
+        side,
+        ..PaddingOptions::default()
+    };
+    Ok(tok.encode_batch_padded(&refs, &opts)?)
+}
+
+fn rows_to_tensor(rows: &[Vec<u32>]) -> Result<Tensor> {
+    let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
+    let flat: Vec<i64> = rows.iter().flatten().map(|&v| v as i64).collect();
+    Ok(Tensor::from_vec(flat, (b, t), &Device::Cpu)?)
+}
+
+fn forward(
+    model: &str,
+    out: &Path,
+    hidden: bool,
+    attentions: bool,
+    side: Side,
+    dtype: DType,
+    texts: &[String],
+) -> Result<()> {
+    let p = load(model, dtype)?;
+    let enc = encode_texts(&p.tokenizer, texts, side)?;
+    if enc.input_ids.iter().any(Vec::is_empty) {
+        bail!("a text encodes to no tokens; GPT-2 needs at least one");
+    }
+    let input_ids = rows_to_tensor(&enc.input_ids)?;
+    let attention_mask = rows_to_tensor(&enc.attention_mask)?;
+    let mut args = ForwardArgs::ids(&input_ids);
+    args.attention_mask = Some(&attention_mask);
+    args.output_hidden_states = hidden;
+    args.output_attentions = attentions;
+    let res = p.model.forward(&args, None)?;
+
+    // f32 on disk whatever the compute dtype: numpy has no bfloat16.
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    tensors.insert("input_ids".into(), input_ids.clone());
+    tensors.insert("attention_mask".into(), attention_mask.clone());
+    tensors.insert("logits".into(), f32(res.logits.as_ref().expect("lm head"))?);
+    for (i, h) in res.hidden_states.iter().flatten().enumerate() {
+        tensors.insert(format!("hidden_states.{i}"), f32(h)?);
+    }
+    for (i, a) in res.attentions.iter().flatten().enumerate() {
+        tensors.insert(format!("attentions.{i}"), f32(a)?);
+    }
+    candle_core::safetensors::save(&tensors, out).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "wrote {} tensors for a batch of {} x {} tokens to {}",
+        tensors.len(),
+        enc.input_ids.len(),
+        enc.input_ids[0].len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn generate(model: &str, max_new_tokens: usize, dtype: DType, prompt: &str) -> Result<()> {
+    let p = load(model, dtype)?;
+    let ids = p.tokenizer.encode(prompt);
+    if ids.is_empty() {
+        bail!("the prompt encodes to no tokens; give some text");
+    }
+    let cfg = GreedyConfig {
+        max_new_tokens,
+        eos_token_ids: p.config.eos_token_ids(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    write!(out, "{prompt}")?;
+    out.flush()?;
+    let mut stream = p.tokenizer.decode_stream(false);
+    let mut write_err = None;
+    generation::greedy_with(&p.model, &ids, &cfg, |id| {
+        if let Some(text) = stream.step(id) {
+            if let Err(e) = write!(out, "{text}").and_then(|_| out.flush()) {
+                write_err.get_or_insert(e);
+            }
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    if let Some(rest) = stream.flush() {
+        write!(out, "{rest}")?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn inspect(model: &str, dtype: DType) -> Result<()> {
+    let p = load(model, dtype)?;
+    let m = &p.model;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(out, "{}", module_tree(m))?;
+    writeln!(out)?;
+    let state = m.state_dict();
+    let width = state.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (name, t) in &state {
+        writeln!(out, "{name:width$}  {:?}", t.dims())?;
+    }
+    writeln!(out)?;
+    writeln!(out, "parameters: {}", m.num_parameters())?;
+    writeln!(
+        out,
+        "lm_head: {}",
+        if m.tied {
+            "tied to transformer.wte.weight"
+        } else {
+            "its own weights (tie_word_embeddings = false)"
+        }
+    )?;
+    writeln!(out, "dtype: {dtype:?}, directory: {}", p.dir.display())?;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `from_pretrained`: a model directory or hub id to a ready model and its tokenizer.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use gpt2_tokenizer::Tokenizer;
+
+use crate::config::{Config, GenerationConfigFile};
+use crate::error::{Error, Result};
+use crate::model::Gpt2LmHeadModel;
+use crate::weights::{resolve_model_dir, ResolveOptions, Weights};
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub dtype: DType,
+    pub resolve: ResolveOptions,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            dtype: DType::F32,
+            resolve: ResolveOptions::default(),
+        }
+    }
+}
+
+/// A loaded GPT2LMHeadModel with everything that came with it.
+pub struct Pretrained {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub generation_config: Option<GenerationConfigFile>,
+    pub model: Gpt2LmHeadModel,
+    pub tokenizer: Tokenizer,
+}
+
+impl Pretrained {
+    /// `spec` is a local directory or a hub id (`gpt2`, `openai-community/gpt2-medium`,
+    /// `user/model@revision`).
+    pub fn load(spec: &str, opts: &LoadOptions) -> Result<Pretrained> {
+        let dir = resolve_model_dir(spec, &opts.resolve)?;
+        let config = Config::from_file(dir.join("config.json"))?;
+        let gen_path = dir.join("generation_config.json");
+        let generation_config = if gen_path.exists() {
+            Some(GenerationConfigFile::from_file(&gen_path)?)
+        } else {
+            None
+        };
+        let weights = Weights::from_dir(&dir)?;
+        let model = Gpt2LmHeadModel::load(&weights, &config, opts.dtype, &Device::Cpu)?;
+        drop(weights);
+        let tokenizer = load_tokenizer(&dir, &config)?;
+        Ok(Pretrained {
+            dir,
+            config,
+            generation_config,
+            model,
+            tokenizer,
+        })
+    }
+}
+
+/// The tokenizer shipped in `dir` (tokenizer.json, or vocab.json + merges.txt); when there is
+/// none and the model has GPT-2's vocabulary size, the built-in GPT-2 tokenizer.
+pub fn load_tokenizer(dir: &Path, config: &Config) -> Result<Tokenizer> {
+    let has_files = dir.join("tokenizer.json").exists()
+        || (dir.join("vocab.json").exists() && dir.join("merges.txt").exists());
+    if has_files {
+        return Ok(Tokenizer::from_dir(dir)?);
+    }
+    if config.vocab_size == gpt2_tokenizer::GPT2_VOCAB_SIZE {
+        return Ok(Tokenizer::gpt2());
+    }
+    Err(Error::Input(format!(
+        "{}: no tokenizer files (tokenizer.json or vocab.json + merges.txt), and vocab_size {} is not GPT-2's {}, so the built-in GPT-2 tokenizer does not fit",
+        dir.display(),
+        config.vocab_size,
+        gpt2_tokenizer::GPT2_VOCAB_SIZE
+    )))
+}
