@@ -300,8 +300,11 @@ mod download {
         let api = builder
             .build()
             .map_err(|e| Error::Hub(format!("cannot start the hub client: {e}")))?;
+        // Download under the current name (the hub redirects old ones), as Python's
+        // huggingface_hub does for `openai-community/gpt2` today.
+        let current = id.aliases().remove(0);
         let repo = api.repo(Repo::with_revision(
-            id.repo.clone(),
+            current,
             RepoType::Model,
             id.revision.clone(),
         ));
