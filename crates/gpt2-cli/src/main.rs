@@ -306,7 +306,7 @@ fn forward(
     texts: &[String],
 ) -> Result<()> {
     let p = load(model, dtype)?;
-    let enc = encode_texts(&p.tokenizer, texts, side)?;
+    let enc = encode_texts(p.tokenizer()?, texts, side)?;
     if enc.input_ids.iter().any(Vec::is_empty) {
         bail!("a text encodes to no tokens; GPT-2 needs at least one");
     }
@@ -343,7 +343,8 @@ fn forward(
 
 fn generate(model: &str, max_new_tokens: usize, dtype: DType, prompt: &str) -> Result<()> {
     let p = load(model, dtype)?;
-    let ids = p.tokenizer.encode(prompt);
+    let tok = p.tokenizer()?;
+    let ids = tok.encode(prompt);
     if ids.is_empty() {
         bail!("the prompt encodes to no tokens; give some text");
     }
@@ -355,7 +356,7 @@ fn generate(model: &str, max_new_tokens: usize, dtype: DType, prompt: &str) -> R
     let mut out = stdout.lock();
     write!(out, "{prompt}")?;
     out.flush()?;
-    let mut stream = p.tokenizer.decode_stream(false);
+    let mut stream = tok.decode_stream(false);
     let mut write_err = None;
     generation::greedy_with(&p.model, &ids, &cfg, |id| {
         if let Some(text) = stream.step(id) {

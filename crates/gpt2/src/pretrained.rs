@@ -31,7 +31,8 @@ pub struct Pretrained {
     pub config: Config,
     pub generation_config: Option<GenerationConfigFile>,
     pub model: Gpt2LmHeadModel,
-    pub tokenizer: Tokenizer,
+    /// None when the directory has no tokenizer files and the vocabulary is not GPT-2's.
+    pub tokenizer: Option<Tokenizer>,
 }
 
 impl Pretrained {
@@ -49,7 +50,7 @@ impl Pretrained {
         let weights = Weights::from_dir(&dir)?;
         let model = Gpt2LmHeadModel::load(&weights, &config, opts.dtype, &Device::Cpu)?;
         drop(weights);
-        let tokenizer = load_tokenizer(&dir, &config)?;
+        let tokenizer = find_tokenizer(&dir, &config)?;
         Ok(Pretrained {
             dir,
             config,
@@ -58,23 +59,38 @@ impl Pretrained {
             tokenizer,
         })
     }
+
+    /// The tokenizer, or an error saying why there is none (for tasks that need text).
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| no_tokenizer(&self.dir, &self.config))
+    }
 }
 
-/// The tokenizer shipped in `dir` (tokenizer.json, or vocab.json + merges.txt); when there is
-/// none and the model has GPT-2's vocabulary size, the built-in GPT-2 tokenizer.
-pub fn load_tokenizer(dir: &Path, config: &Config) -> Result<Tokenizer> {
-    let has_files = dir.join("tokenizer.json").exists()
-        || (dir.join("vocab.json").exists() && dir.join("merges.txt").exists());
-    if has_files {
-        return Ok(Tokenizer::from_dir(dir)?);
-    }
-    if config.vocab_size == gpt2_tokenizer::GPT2_VOCAB_SIZE {
-        return Ok(Tokenizer::gpt2());
-    }
-    Err(Error::Input(format!(
+fn no_tokenizer(dir: &Path, config: &Config) -> Error {
+    Error::Input(format!(
         "{}: no tokenizer files (tokenizer.json or vocab.json + merges.txt), and vocab_size {} is not GPT-2's {}, so the built-in GPT-2 tokenizer does not fit",
         dir.display(),
         config.vocab_size,
         gpt2_tokenizer::GPT2_VOCAB_SIZE
-    )))
+    ))
+}
+
+/// The tokenizer shipped in `dir` (tokenizer.json, or vocab.json + merges.txt); when there is
+/// none and the model has GPT-2's vocabulary size, the built-in GPT-2 tokenizer; else None.
+/// Tokenizer files that exist but do not parse are an error.
+pub fn find_tokenizer(dir: &Path, config: &Config) -> Result<Option<Tokenizer>> {
+    let has_files = dir.join("tokenizer.json").exists()
+        || (dir.join("vocab.json").exists() && dir.join("merges.txt").exists());
+    if has_files {
+        return Ok(Some(Tokenizer::from_dir(dir)?));
+    }
+    if config.vocab_size == gpt2_tokenizer::GPT2_VOCAB_SIZE {
+        return Ok(Some(Tokenizer::gpt2()));
+    }
+    Ok(None)
+}
+
+/// [`find_tokenizer`], with no tokenizer an error that says why.
+pub fn load_tokenizer(dir: &Path, config: &Config) -> Result<Tokenizer> {
+    find_tokenizer(dir, config)?.ok_or_else(|| no_tokenizer(dir, config))
 }
