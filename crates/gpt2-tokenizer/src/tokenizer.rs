@@ -1,0 +1,547 @@
+//! The tokenizer: added-token splitting, pre-tokenization and BPE on the way in, byte-level
+//! decoding on the way out.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use crate::added::{AddedToken, AddedVocab, Segment};
+use crate::bpe::Bpe;
+use crate::byte_level::{bytes_to_token, decoded_bytes, token_to_bytes, BYTE_TO_CHAR};
+use crate::error::{Error, Result};
+use crate::load::{self, Spec, TokenizerConfig};
+use crate::pretokenize::for_each_piece;
+use crate::stream::DecodeStream;
+
+/// GPT-2's end-of-text token, which is also its BOS and UNK token.
+pub const ENDOFTEXT: &str = "<|endoftext|>";
+
+/// The number of tokens in GPT-2's vocabulary (`len(tokenizer)`), `<|endoftext|>` included.
+pub const GPT2_VOCAB_SIZE: usize = 50257;
+
+/// The vocabulary and merges: large, immutable, shared between clones.
+#[derive(Debug)]
+struct Model {
+    encoder: FxHashMap<String, u32>,
+    /// Model token of each id (`None` for ids the model does not use).
+    tokens: Vec<Option<String>>,
+    /// Decoded bytes of each model token, concatenated; token `i` is `bytes[offsets[i]..offsets[i + 1]]`.
+    bytes: Vec<u8>,
+    offsets: Vec<u32>,
+    bpe: Bpe,
+}
+
+/// A byte-level BPE tokenizer that gives the ids of `transformers`' `GPT2TokenizerFast`.
+///
+/// Cloning is cheap (the vocabulary is shared), so per-use settings such as the pad token are
+/// set on a clone.
+#[derive(Clone)]
+pub struct Tokenizer {
+    model: Arc<Model>,
+    added: Arc<AddedVocab>,
+    add_prefix_space: bool,
+    use_regex: bool,
+    eos: Option<u32>,
+    bos: Option<u32>,
+    pad: Option<u32>,
+    unk: Option<u32>,
+    clean_up_tokenization_spaces: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("merges", &self.model.bpe.num_merges())
+            .field("added_tokens", &self.added.tokens.len())
+            .field("add_prefix_space", &self.add_prefix_space)
+            .field("eos", &self.eos)
+            .field("pad", &self.pad)
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    /// GPT-2's tokenizer, built into the crate (parsed once per process, then cloned).
+    pub fn gpt2() -> Tokenizer {
+        static GPT2: OnceLock<Tokenizer> = OnceLock::new();
+        GPT2.get_or_init(|| {
+            let origin = Path::new("<built-in GPT-2 vocabulary>");
+            let spec = Spec {
+                vocab: load::parse_vocab_json(include_str!("../data/vocab.json"), origin)
+                    .expect("the built-in vocab.json parses"),
+                merges: load::parse_merges_txt(include_str!("../data/merges.txt"), origin)
+                    .expect("the built-in merges.txt parses"),
+                added: Vec::new(),
+                add_prefix_space: false,
+                use_regex: true,
+                ignore_merges: false,
+                unk_token: None,
+                origin: origin.to_path_buf(),
+            };
+            Tokenizer::from_spec(spec, TokenizerConfig::default())
+                .expect("the built-in vocabulary is consistent")
+        })
+        .clone()
+    }
+
+    /// Loads a model directory as `GPT2TokenizerFast.from_pretrained(dir)` does: tokenizer.json
+    /// when present, else vocab.json + merges.txt, then the settings of tokenizer_config.json if
+    /// there is one. As in transformers 5, `add_prefix_space` comes from tokenizer_config.json
+    /// (default false), not from tokenizer.json's pre-tokenizer, which
+    /// [`from_tokenizer_json`](Self::from_tokenizer_json) follows instead.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Tokenizer> {
+        let dir = dir.as_ref();
+        let config = match dir.join("tokenizer_config.json") {
+            p if p.is_file() => load::parse_tokenizer_config(&load::read(&p)?, &p)?,
+            _ => TokenizerConfig::default(),
+        };
+        let json = dir.join("tokenizer.json");
+        let spec = if json.is_file() {
+            load::parse_tokenizer_json(&load::read(&json)?, &json)?
+        } else if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
+            Self::files_spec(&dir.join("vocab.json"), &dir.join("merges.txt"))?
+        } else {
+            return Err(Error::NoTokenizerFiles {
+                dir: dir.to_path_buf(),
+            });
+        };
+        let config = TokenizerConfig {
+            add_prefix_space: Some(config.add_prefix_space.unwrap_or(false)),
+            ..config
+        };
+        Tokenizer::from_spec(spec, config)
+    }
+
+    /// Loads GPT-2-style vocab.json + merges.txt (`<|endoftext|>` is the special token, as
+    /// `GPT2Tokenizer` makes it).
+    pub fn from_files(vocab: impl AsRef<Path>, merges: impl AsRef<Path>) -> Result<Tokenizer> {
+        let spec = Self::files_spec(vocab.as_ref(), merges.as_ref())?;
+        Tokenizer::from_spec(spec, TokenizerConfig::default())
+    }
+
+    /// Loads a `tokenizers` tokenizer.json (byte-level BPE only).
+    pub fn from_tokenizer_json(path: impl AsRef<Path>) -> Result<Tokenizer> {
+        let path = path.as_ref();
+        let spec = load::parse_tokenizer_json(&load::read(path)?, path)?;
+        Tokenizer::from_spec(spec, TokenizerConfig::default())
+    }
+
+    fn files_spec(vocab: &Path, merges: &Path) -> Result<Spec> {
+        Ok(Spec {
+            vocab: load::parse_vocab_json(&load::read(vocab)?, vocab)?,
+            merges: load::parse_merges_txt(&load::read(merges)?, merges)?,
+            added: Vec::new(),
+            add_prefix_space: false,
+            use_regex: true,
+            ignore_merges: false,
+            unk_token: None,
+            origin: vocab.to_path_buf(),
+        })
+    }
+
+    fn from_spec(spec: Spec, config: TokenizerConfig) -> Result<Tokenizer> {
+        let bad = |msg: String| Error::Format {
+            path: spec.origin.clone(),
+            msg,
+        };
+        let encoder = spec.vocab;
+        let n = encoder.values().max().map_or(0, |&m| m as usize + 1);
+        let mut tokens: Vec<Option<String>> = vec![None; n];
+        for (t, &id) in &encoder {
+            tokens[id as usize] = Some(t.clone());
+        }
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0u32);
+        for t in &tokens {
+            if let Some(t) = t {
+                bytes.extend(decoded_bytes(t));
+            }
+            offsets.push(bytes.len() as u32);
+        }
+        let mut byte_ids = [u32::MAX; 256];
+        for (b, c) in BYTE_TO_CHAR.iter().enumerate() {
+            if let Some(&id) = encoder.get(c.to_string().as_str()) {
+                byte_ids[b] = id;
+            }
+        }
+        let mut merges = Vec::with_capacity(spec.merges.len());
+        for (a, b) in &spec.merges {
+            let lookup = |t: &str| {
+                encoder.get(t).copied().ok_or_else(|| {
+                    bad(format!("merge \"{a} {b}\": {t:?} is not in the vocabulary"))
+                })
+            };
+            merges.push((lookup(a)?, lookup(b)?, lookup(&format!("{a}{b}"))?));
+        }
+        let whole: Vec<(Vec<u8>, u32)> = tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(id, t)| Some((token_to_bytes(t.as_deref()?)?, id as u32)))
+            .collect();
+        let unk_model = spec
+            .unk_token
+            .as_deref()
+            .and_then(|u| encoder.get(u).copied());
+        let bpe = Bpe::new(byte_ids, unk_model, &merges, &whole, spec.ignore_merges);
+        let model = Arc::new(Model {
+            encoder,
+            tokens,
+            bytes,
+            offsets,
+            bpe,
+        });
+
+        let mut added = AddedVocab::default();
+        for t in spec.added.into_iter().chain(config.added) {
+            added.insert(t);
+        }
+        let mut tok = Tokenizer {
+            model,
+            added: Arc::new(added),
+            add_prefix_space: config.add_prefix_space.unwrap_or(spec.add_prefix_space),
+            use_regex: spec.use_regex,
+            eos: None,
+            bos: None,
+            pad: None,
+            unk: None,
+            clean_up_tokenization_spaces: false,
+        };
+        // transformers' GPT2Tokenizer defaults bos, eos and unk to <|endoftext|> and registers
+        // it as a special added token, so it is split out of text even from bare vocab files.
+        let eos = config.eos_token.as_deref().unwrap_or(ENDOFTEXT);
+        let bos = config.bos_token.as_deref().unwrap_or(ENDOFTEXT);
+        let unk = config
+            .unk_token
+            .as_deref()
+            .or(spec.unk_token.as_deref())
+            .unwrap_or(ENDOFTEXT);
+        tok.eos = tok.special_id(eos);
+        tok.bos = tok.special_id(bos);
+        tok.unk = tok.token_to_id(unk);
+        tok.pad = match config.pad_token.as_deref() {
+            Some(p) => tok.special_id(p),
+            None => None,
+        };
+        Ok(tok)
+    }
+
+    /// The id of a configured special token, registering it as a special added token the way
+    /// transformers does; `None` if the vocabulary does not have it.
+    fn special_id(&mut self, content: &str) -> Option<u32> {
+        if let Some(t) = self.added.by_content(content) {
+            return Some(t.id);
+        }
+        let id = *self.model.encoder.get(content)?;
+        Arc::make_mut(&mut self.added).insert(AddedToken::special(content, id));
+        Some(id)
+    }
+
+    // ---- encoding ----
+
+    /// Token ids of `text`, with added tokens such as `<|endoftext|>` recognized in it (what
+    /// `tokenizer.encode(text)` gives in transformers; GPT-2 adds no BOS/EOS).
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        if self.added.tokens.is_empty() {
+            self.encode_segment(text, &mut out);
+            return out;
+        }
+        let mut segments = Vec::new();
+        self.added.split(text, &mut segments);
+        for s in segments {
+            match s {
+                Segment::Text(t) => self.encode_segment(t, &mut out),
+                Segment::Added(id) => out.push(id),
+            }
+        }
+        out
+    }
+
+    /// Token ids of `text` as plain text: an added token's literal is tokenized like any other
+    /// characters (tiktoken's `encode_ordinary`; transformers' `split_special_tokens=True`).
+    pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        self.encode_segment(text, &mut out);
+        out
+    }
+
+    /// [`encode`](Self::encode) on many documents in parallel (rayon), in order.
+    pub fn encode_batch(&self, texts: &[&str]) -> Vec<Vec<u32>> {
+        texts.par_iter().map(|t| self.encode(t)).collect()
+    }
+
+    /// [`encode_ordinary`](Self::encode_ordinary) on many documents in parallel.
+    pub fn encode_ordinary_batch(&self, texts: &[&str]) -> Vec<Vec<u32>> {
+        texts.par_iter().map(|t| self.encode_ordinary(t)).collect()
+    }
+
+    /// The token strings of `text` (transformers' `tokenize`), e.g. `["Hello", "Ġworld"]`.
+    pub fn tokenize(&self, text: &str) -> Vec<String> {
+        self.encode(text)
+            .into_iter()
+            .map(|id| self.id_to_token(id).unwrap_or_default().to_string())
+            .collect()
+    }
+
+    fn encode_segment(&self, text: &str, out: &mut Vec<u32>) {
+        // ByteLevel's add_prefix_space acts on each stretch between added tokens.
+        if self.add_prefix_space && !text.is_empty() && !text.starts_with(' ') {
+            self.encode_pieces(&format!(" {text}"), out);
+        } else {
+            self.encode_pieces(text, out);
+        }
+    }
+
+    fn encode_pieces(&self, text: &str, out: &mut Vec<u32>) {
+        let bpe = &self.model.bpe;
+        let mut scratch = Vec::new();
+        if self.use_regex {
+            for_each_piece(text, |p| bpe.encode_piece(p.as_bytes(), out, &mut scratch));
+        } else if !text.is_empty() {
+            bpe.encode_piece(text.as_bytes(), out, &mut scratch);
+        }
+    }
+
+    // ---- decoding ----
+
+    /// Text of `ids`, as `tokenizer.decode(ids, skip_special_tokens=...)` in transformers:
+    /// bytes of each token joined, invalid UTF-8 replaced by U+FFFD per maximal invalid
+    /// subsequence (Python's `errors="replace"`). Clean-up of spaces before punctuation is off,
+    /// as in transformers 5 for GPT-2; see [`set_clean_up_tokenization_spaces`](Self::set_clean_up_tokenization_spaces).
+    ///
+    /// An id outside the vocabulary is an error (`tokenizers` silently drops it).
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            self.push_token_bytes(id, skip_special_tokens, &mut bytes)?;
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(if self.clean_up_tokenization_spaces {
+            clean_up_tokenization(&text)
+        } else {
+            text
+        })
+    }
+
+    /// [`decode`](Self::decode) on many sequences in parallel.
+    pub fn decode_batch(
+        &self,
+        batch: &[Vec<u32>],
+        skip_special_tokens: bool,
+    ) -> Result<Vec<String>> {
+        batch
+            .par_iter()
+            .map(|ids| self.decode(ids, skip_special_tokens))
+            .collect()
+    }
+
+    /// Appends the bytes `id` decodes to.
+    pub(crate) fn push_token_bytes(
+        &self,
+        id: u32,
+        skip_special_tokens: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        if let Some(t) = self.added.by_id(id) {
+            if !(skip_special_tokens && t.special) {
+                out.extend(decoded_bytes(&t.content));
+            }
+            return Ok(());
+        }
+        match self.model.tokens.get(id as usize) {
+            Some(Some(_)) => {
+                let (a, b) = (
+                    self.model.offsets[id as usize],
+                    self.model.offsets[id as usize + 1],
+                );
+                out.extend_from_slice(&self.model.bytes[a as usize..b as usize]);
+                Ok(())
+            }
+            _ => Err(Error::UnknownId {
+                id,
+                vocab_size: self.vocab_size(),
+            }),
+        }
+    }
+
+    /// A decoder fed one id at a time, emitting text once whole characters are available.
+    pub fn decode_stream(&self, skip_special_tokens: bool) -> DecodeStream<'_> {
+        DecodeStream::new(self, skip_special_tokens)
+    }
+
+    // ---- vocabulary ----
+
+    /// The id of a token string (added tokens first, then the model's vocabulary).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        match self.added.by_content(token) {
+            Some(t) => Some(t.id),
+            None => self.model.encoder.get(token).copied(),
+        }
+    }
+
+    /// The token string of an id, in the byte-level alphabet (`"Ġworld"`).
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        match self.added.by_id(id) {
+            Some(t) => Some(&t.content),
+            None => self.model.tokens.get(id as usize)?.as_deref(),
+        }
+    }
+
+    /// Token strings of `ids` (transformers' `convert_ids_to_tokens`).
+    pub fn convert_ids_to_tokens(&self, ids: &[u32]) -> Result<Vec<&str>> {
+        ids.iter()
+            .map(|&id| {
+                self.id_to_token(id).ok_or(Error::UnknownId {
+                    id,
+                    vocab_size: self.vocab_size(),
+                })
+            })
+            .collect()
+    }
+
+    /// Ids of token strings (transformers' `convert_tokens_to_ids`).
+    pub fn convert_tokens_to_ids(&self, tokens: &[&str]) -> Result<Vec<u32>> {
+        tokens
+            .iter()
+            .map(|t| {
+                self.token_to_id(t)
+                    .ok_or_else(|| Error::UnknownToken(t.to_string()))
+            })
+            .collect()
+    }
+
+    /// The vocabulary spelling of arbitrary bytes (`b" world"` -> `"Ġworld"`).
+    pub fn bytes_to_token_string(bytes: &[u8]) -> String {
+        bytes_to_token(bytes)
+    }
+
+    /// Number of tokens, added tokens included (`len(tokenizer)` in transformers).
+    pub fn vocab_size(&self) -> usize {
+        let extra = self
+            .added
+            .tokens
+            .iter()
+            .filter(|t| !self.model.encoder.contains_key(&t.content))
+            .count();
+        self.model.encoder.len() + extra
+    }
+
+    /// The added tokens (`<|endoftext|>` for GPT-2), in the order they were added.
+    pub fn added_tokens(&self) -> &[AddedToken] {
+        &self.added.tokens
+    }
+
+    /// Adds tokens matched literally in text by [`encode`](Self::encode), or replaces the flags
+    /// of one with the same content. A token's id may be new (then it is appended to the
+    /// vocabulary: use [`vocab_size`](Self::vocab_size) as the next id) or an existing one.
+    pub fn add_tokens(&mut self, tokens: impl IntoIterator<Item = AddedToken>) {
+        let added = Arc::make_mut(&mut self.added);
+        for t in tokens {
+            added.insert(t);
+        }
+    }
+
+    /// Adds a special token the way `add_special_tokens` does in transformers (reusing its id if
+    /// the vocabulary has it, else appending) and returns its id.
+    pub fn add_special_token(&mut self, content: &str) -> u32 {
+        let id = self
+            .token_to_id(content)
+            .unwrap_or(self.vocab_size() as u32);
+        self.add_tokens([AddedToken::special(content, id)]);
+        id
+    }
+
+    /// Whether a space is prepended to text not starting with one (ByteLevel `add_prefix_space`).
+    pub fn add_prefix_space(&self) -> bool {
+        self.add_prefix_space
+    }
+
+    /// Sets `add_prefix_space` (what `from_pretrained(.., add_prefix_space=True)` does).
+    pub fn set_add_prefix_space(&mut self, on: bool) {
+        self.add_prefix_space = on;
+    }
+
+    /// Whether `decode` applies transformers' `clean_up_tokenization` (off by default, as in
+    /// transformers 5 for GPT-2; it removes spaces before punctuation, so it is lossy).
+    pub fn set_clean_up_tokenization_spaces(&mut self, on: bool) {
+        self.clean_up_tokenization_spaces = on;
+    }
+
+    /// Builder form of [`set_clean_up_tokenization_spaces`](Self::set_clean_up_tokenization_spaces).
+    pub fn with_clean_up_tokenization_spaces(mut self, on: bool) -> Tokenizer {
+        self.clean_up_tokenization_spaces = on;
+        self
+    }
+
+    /// `<|endoftext|>` for GPT-2.
+    pub fn eos_token_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// `<|endoftext|>` for GPT-2.
+    pub fn bos_token_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// The unknown token (`<|endoftext|>` for GPT-2, never produced by byte-level encoding).
+    pub fn unk_token_id(&self) -> Option<u32> {
+        self.unk
+    }
+
+    /// GPT-2 has none until one is set.
+    pub fn pad_token_id(&self) -> Option<u32> {
+        self.pad
+    }
+
+    /// Sets the pad token by its string; it must be in the vocabulary.
+    pub fn set_pad_token(&mut self, token: &str) -> Result<()> {
+        self.pad = Some(
+            self.token_to_id(token)
+                .ok_or_else(|| Error::UnknownToken(token.to_string()))?,
+        );
+        Ok(())
+    }
+
+    /// Sets (or with `None`, clears) the pad token by id.
+    pub fn set_pad_token_id(&mut self, id: Option<u32>) -> Result<()> {
+        if let Some(id) = id {
+            if self.id_to_token(id).is_none() {
+                return Err(Error::UnknownId {
+                    id,
+                    vocab_size: self.vocab_size(),
+                });
+            }
+        }
+        self.pad = id;
+        Ok(())
+    }
+
+    /// Pad with the EOS token, the usual choice for GPT-2 (`tokenizer.pad_token = tokenizer.eos_token`).
+    pub fn with_pad_token_eos(mut self) -> Tokenizer {
+        self.pad = self.eos;
+        self
+    }
+
+    pub(crate) fn bpe(&self) -> &Bpe {
+        &self.model.bpe
+    }
+}
+
+/// transformers' `clean_up_tokenization`: drops the space before punctuation and English
+/// contractions. Lossy (`"a ."` and `"a."` both become `"a."`).
+pub fn clean_up_tokenization(text: &str) -> String {
+    text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+}
