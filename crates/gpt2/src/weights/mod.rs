@@ -110,6 +110,7 @@ impl Slot {
 }
 
 /// A tensor as a format reader found it, before it is placed among the others.
+#[derive(Debug)]
 pub(crate) struct RawTensor {
     pub(crate) name: String,
     pub(crate) dtype: StoredDType,
@@ -437,7 +438,12 @@ impl Format {
         if bytes.starts_with(b"PK\x03\x04") {
             return Format::TorchZip;
         }
-        if bytes.starts_with(&[0x80]) && ext != "safetensors" && bytes.get(8) != Some(&b'{') {
+        // A safetensors JSON header starts at byte 8 (whatever the file is called).
+        if bytes.get(8) == Some(&b'{') {
+            return Format::Safetensors;
+        }
+        // A pickle's PROTO opcode: torch's format before 1.6.
+        if bytes.first() == Some(&0x80) {
             return Format::TorchLegacy;
         }
         if bytes.get(257..262) == Some(b"ustar") {

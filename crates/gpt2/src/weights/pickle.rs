@@ -77,25 +77,113 @@ pub(crate) struct TensorRef {
     pub(crate) strides: Vec<usize>,
 }
 
+/// Values are shared, never deep-copied: BINGET pushes the memoized object again, so a
+/// hostile pickle that re-gets a value a million times costs a million pointer copies, not
+/// a million copies of the value.
 #[derive(Debug, Clone)]
 pub(crate) enum Value {
     None,
     Bool(bool),
     Int(i64),
     /// A LONG too wide for i64, as its little-endian two's-complement bytes.
-    BigInt(Vec<u8>),
+    BigInt(Rc<[u8]>),
     #[allow(dead_code)] // read by no state dict, but a pickle may hold one
     Float(f64),
-    Str(String),
+    Str(Rc<str>),
     #[allow(dead_code)]
-    Bytes(Vec<u8>),
-    Tuple(Vec<Value>),
-    List(Rc<RefCell<Vec<Value>>>),
+    Bytes(Rc<[u8]>),
+    Tuple(Shared<Vec<Value>>),
+    List(Shared<RefCell<Vec<Value>>>),
     /// Dicts keep insertion order, as Python's do.
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Dict(Shared<RefCell<Vec<(Value, Value)>>>),
     Global(Global),
     Storage(StorageRef),
     Tensor(TensorRef),
+}
+
+/// A reference-counted container whose drop walks its contents with a worklist instead of
+/// recursion, so a pickle nesting a million tuples cannot overflow the stack when freed.
+#[derive(Debug, Default)]
+pub(crate) struct Shared<T: Children>(Rc<T>);
+
+impl<T: Children> Shared<T> {
+    fn new(inner: T) -> Self {
+        Shared(Rc::new(inner))
+    }
+}
+
+impl<T: Children> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(Rc::clone(&self.0))
+    }
+}
+
+impl<T: Children> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+pub(crate) trait Children {
+    /// Move the directly contained values out into `out`.
+    fn take_children(&mut self, out: &mut Vec<Value>);
+}
+
+impl Children for Vec<Value> {
+    fn take_children(&mut self, out: &mut Vec<Value>) {
+        out.append(self);
+    }
+}
+
+impl Children for RefCell<Vec<Value>> {
+    fn take_children(&mut self, out: &mut Vec<Value>) {
+        out.append(self.get_mut());
+    }
+}
+
+impl Children for RefCell<Vec<(Value, Value)>> {
+    fn take_children(&mut self, out: &mut Vec<Value>) {
+        for (k, v) in self.get_mut().drain(..) {
+            out.push(k);
+            out.push(v);
+        }
+    }
+}
+
+fn take_children(v: &mut Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Tuple(s) => {
+            if let Some(inner) = Rc::get_mut(&mut s.0) {
+                inner.take_children(out);
+            }
+        }
+        Value::List(s) => {
+            if let Some(inner) = Rc::get_mut(&mut s.0) {
+                inner.take_children(out);
+            }
+        }
+        Value::Dict(s) => {
+            if let Some(inner) = Rc::get_mut(&mut s.0) {
+                inner.take_children(out);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl<T: Children> Drop for Shared<T> {
+    fn drop(&mut self) {
+        let Some(inner) = Rc::get_mut(&mut self.0) else {
+            return; // still referenced elsewhere: nothing is freed yet
+        };
+        let mut pending = Vec::new();
+        inner.take_children(&mut pending);
+        while let Some(mut v) = pending.pop() {
+            take_children(&mut v, &mut pending);
+            // `v` now owns no children, so dropping it here does not recurse.
+        }
+    }
 }
 
 impl Value {
@@ -281,26 +369,28 @@ impl Machine<'_> {
                 self.take(8)?; // FRAME: a length hint only
             }
             b'(' => self.marks.push(self.stack.len()),
-            b'}' => self.stack.push(Value::Dict(Rc::default())),
-            b']' => self.stack.push(Value::List(Rc::default())),
-            b')' => self.stack.push(Value::Tuple(Vec::new())),
-            0x8f => self.stack.push(Value::List(Rc::default())), // EMPTY_SET, as a list
+            b'}' => self.stack.push(Value::Dict(Shared::default())),
+            b']' => self.stack.push(Value::List(Shared::default())),
+            b')' => self.stack.push(Value::Tuple(Shared::default())),
+            0x8f => self.stack.push(Value::List(Shared::default())), // EMPTY_SET, as a list
             b'd' => {
                 let items = self.pop_mark()?;
                 let pairs = pairs(items)?;
-                self.stack.push(Value::Dict(Rc::new(RefCell::new(pairs))));
+                self.stack
+                    .push(Value::Dict(Shared::new(RefCell::new(pairs))));
             }
             b'l' => {
                 let items = self.pop_mark()?;
-                self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                self.stack
+                    .push(Value::List(Shared::new(RefCell::new(items))));
             }
             b't' => {
                 let items = self.pop_mark()?;
-                self.stack.push(Value::Tuple(items));
+                self.stack.push(Value::Tuple(Shared::new(items)));
             }
             0x91 => {
                 let items = self.pop_mark()?; // FROZENSET
-                self.stack.push(Value::Tuple(items));
+                self.stack.push(Value::Tuple(Shared::new(items)));
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
@@ -310,7 +400,7 @@ impl Machine<'_> {
                     return Err("stack underflow".into());
                 }
                 let items = self.stack.split_off(self.stack.len() - n);
-                self.stack.push(Value::Tuple(items));
+                self.stack.push(Value::Tuple(Shared::new(items)));
             }
             b'q' => {
                 let k = self.u8()? as u64;
@@ -346,33 +436,33 @@ impl Machine<'_> {
             b'X' => {
                 let n = self.len_u32()?;
                 let s = self.string(n)?;
-                self.stack.push(Value::Str(s));
+                self.stack.push(Value::Str(s.into()));
             }
             0x8c => {
                 let n = self.u8()? as usize;
                 let s = self.string(n)?;
-                self.stack.push(Value::Str(s));
+                self.stack.push(Value::Str(s.into()));
             }
             0x8d => {
                 let n = self.len_u64()?;
                 let s = self.string(n)?;
-                self.stack.push(Value::Str(s));
+                self.stack.push(Value::Str(s.into()));
             }
             b'U' | b'C' => {
                 // SHORT_BINSTRING / SHORT_BINBYTES
                 let n = self.u8()? as usize;
                 let b = self.take(n)?.to_vec();
-                self.stack.push(Value::Bytes(b));
+                self.stack.push(Value::Bytes(b.into()));
             }
             b'T' | b'B' => {
                 let n = self.len_u32()?;
                 let b = self.take(n)?.to_vec();
-                self.stack.push(Value::Bytes(b));
+                self.stack.push(Value::Bytes(b.into()));
             }
             0x8e => {
                 let n = self.len_u64()?;
                 let b = self.take(n)?.to_vec();
-                self.stack.push(Value::Bytes(b));
+                self.stack.push(Value::Bytes(b.into()));
             }
             b'J' => {
                 let v = i32::from_le_bytes(self.le()?) as i64;
@@ -524,7 +614,7 @@ fn long(b: Vec<u8>) -> Value {
         a[..b.len()].copy_from_slice(&b);
         Value::Int(i64::from_le_bytes(a))
     } else {
-        Value::BigInt(b)
+        Value::BigInt(b.into())
     }
 }
 
@@ -542,7 +632,7 @@ fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
 
 fn args_of(args: Value) -> Result<Vec<Value>, String> {
     match args {
-        Value::Tuple(items) => Ok(items),
+        Value::Tuple(items) => Ok(items.to_vec()),
         other => Err(format!(
             "call arguments should be a tuple, found {}",
             other.describe()
@@ -562,7 +652,7 @@ fn reduce(func: Value, args: Value) -> Result<Value, String> {
             if let Some(first) = args.first() {
                 let list: Vec<Value> = match first {
                     Value::List(l) => l.borrow().clone(),
-                    Value::Tuple(t) => t.clone(),
+                    Value::Tuple(t) => t.to_vec(),
                     other => {
                         return Err(format!(
                             "OrderedDict({}) is not supported",
@@ -573,16 +663,13 @@ fn reduce(func: Value, args: Value) -> Result<Value, String> {
                 for pair in list {
                     match pair {
                         Value::Tuple(kv) if kv.len() == 2 => {
-                            let mut kv = kv.into_iter();
-                            if let (Some(k), Some(v)) = (kv.next(), kv.next()) {
-                                items.push((k, v));
-                            }
+                            items.push((kv[0].clone(), kv[1].clone()));
                         }
                         _ => return Err("OrderedDict items should be pairs".into()),
                     }
                 }
             }
-            Ok(Value::Dict(Rc::new(RefCell::new(items))))
+            Ok(Value::Dict(Shared::new(RefCell::new(items))))
         }
         Global::RebuildTensor | Global::RebuildTensorV2 => {
             if args.len() < 4 {
@@ -611,6 +698,10 @@ fn reduce(func: Value, args: Value) -> Result<Value, String> {
             }
             let inner = args.swap_remove(2);
             let func = args.swap_remove(0);
+            // One level only: the inner call rebuilds a tensor, never another subclass.
+            if matches!(func, Value::Global(Global::RebuildFromTypeV2)) {
+                return Err("nested _rebuild_from_type_v2".into());
+            }
             reduce(func, inner)
         }
         Global::Device => Ok(Value::None),
@@ -631,13 +722,13 @@ fn persistent_load(pid: Value) -> Result<Value, String> {
     };
     match items.as_slice() {
         [Value::Str(kind), Value::Global(Global::Storage(dtype)), key, _location, numel, rest @ ..]
-            if kind == "storage" =>
+            if &**kind == "storage" =>
         {
             if rest.iter().any(|v| !matches!(v, Value::None)) {
                 return Err("storage views (pre-1.0 torch) are not supported".into());
             }
             let key = match key {
-                Value::Str(s) => s.clone(),
+                Value::Str(s) => s.to_string(),
                 Value::Int(i) => i.to_string(),
                 other => return Err(format!("storage key is a {}", other.describe())),
             };
@@ -647,7 +738,7 @@ fn persistent_load(pid: Value) -> Result<Value, String> {
                 numel: numel.usize("storage size")?,
             }))
         }
-        [Value::Str(kind), ..] if kind == "module" => Err(
+        [Value::Str(kind), ..] if &**kind == "module" => Err(
             "the file pickles whole nn.Module classes (torch.save(model)); save model.state_dict() instead"
                 .into(),
         ),
@@ -688,6 +779,25 @@ mod tests {
         assert!(matches!(l[2], Value::Float(f) if f == 3.5));
         assert!(matches!(l[4], Value::Bool(true)));
         assert!(matches!(d[1].1, Value::Tuple(_)));
+    }
+
+    #[test]
+    fn hostile_nesting_and_sharing_stay_cheap() {
+        // A million nested tuples: reading and freeing them must not recurse per level.
+        let mut deep = b"\x80\x02K\x01".to_vec();
+        deep.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+        deep.push(b'.');
+        assert!(unpickle(&deep, 0).is_ok());
+        // Each level is a tuple of the previous level twice: 2^100 elements if copied.
+        let mut bomb = b"\x80\x02K\x01q\x00".to_vec();
+        for _ in 0..100 {
+            bomb.extend(b"h\x00h\x00\x86q\x00");
+        }
+        bomb.push(b'.');
+        assert!(unpickle(&bomb, 0).is_ok());
+        // A list that contains itself (pickle's way of writing cycles) is fine to read.
+        let cycle = b"\x80\x02]q\x00h\x00a.";
+        assert!(unpickle(cycle, 0).is_ok());
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub(super) fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<RawTensor>> {
     let is_magic = match &magic.value {
         Value::BigInt(b) if b.len() <= 16 => {
             let mut a = [0u8; 16];
-            a[..b.len()].copy_from_slice(b.as_slice());
+            a[..b.len()].copy_from_slice(b);
             u128::from_le_bytes(a) == LEGACY_MAGIC
         }
         _ => false,
@@ -77,7 +77,7 @@ pub(super) fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<RawTensor>> {
     let sys_info = pickle::unpickle(bytes, version.end).map_err(&bad)?;
     if let Value::Dict(d) = &sys_info.value {
         let little = d.borrow().iter().all(|(k, v)| {
-            !matches!(k, Value::Str(s) if s == "little_endian") || matches!(v, Value::Bool(true))
+            !matches!(k, Value::Str(s) if &**s == "little_endian") || matches!(v, Value::Bool(true))
         });
         if !little {
             return Err(bad(
@@ -94,7 +94,7 @@ pub(super) fn read_legacy(path: &Path, bytes: &[u8]) -> Result<Vec<RawTensor>> {
             .borrow()
             .iter()
             .map(|k| match k {
-                Value::Str(s) => Ok(s.clone()),
+                Value::Str(s) => Ok(s.to_string()),
                 _ => Err(bad("storage key is not a string".into())),
             })
             .collect::<Result<_>>()?,
@@ -152,7 +152,7 @@ fn state_dict(value: Value) -> std::result::Result<Vec<(String, TensorRef)>, Str
     let mut out = Vec::new();
     for (k, v) in d.borrow().iter() {
         if let (Value::Str(name), Value::Tensor(t)) = (k, v) {
-            out.push((name.clone(), t.clone()));
+            out.push((name.to_string(), t.clone()));
         }
     }
     Ok(out)
@@ -196,5 +196,41 @@ fn place(
             "tensor `{name}`: offset {} size {:?} stride {:?} reaches past its storage of {} elements",
             t.offset, t.shape, t.strides, t.storage.numel
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::StoredDType;
+
+    fn tensor(numel: usize, offset: usize, shape: Vec<usize>, strides: Vec<usize>) -> TensorRef {
+        TensorRef {
+            storage: StorageRef {
+                key: "0".into(),
+                dtype: StoredDType::F32,
+                numel,
+            },
+            offset,
+            shape,
+            strides,
+        }
+    }
+
+    #[test]
+    fn views_must_stay_inside_their_storage() {
+        // 12 f32 elements at byte 100 of the file.
+        let ok = place("t", &tensor(12, 1, vec![3, 3], vec![4, 1]), 100, 48).unwrap();
+        assert_eq!(ok.offset, 104);
+        let err = place("t", &tensor(12, 2, vec![3, 3], vec![4, 1]), 100, 48).unwrap_err();
+        assert!(err.contains("reaches past"), "{err}");
+        let err = place("t", &tensor(12, 0, vec![3, 4], vec![4, 1]), 100, 40).unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
+        let err = place("t", &tensor(12, 0, vec![3, 4], vec![4]), 100, 48).unwrap_err();
+        assert!(err.contains("rank"), "{err}");
+        let huge = tensor(12, usize::MAX / 2, vec![1], vec![1]);
+        assert!(place("t", &huge, 100, 48).is_err());
+        // An empty view reads nothing, wherever it points.
+        assert!(place("t", &tensor(12, 12, vec![0, 4], vec![4, 1]), 100, 48).is_ok());
     }
 }

@@ -202,12 +202,13 @@ fn central_entry(r: &mut Reader, bytes: &[u8]) -> Result<Entry, String> {
 mod tests {
     use super::*;
 
-    /// A stored (method 0) archive, the way torch's writer lays one out.
-    pub(crate) fn build(files: &[(&str, &[u8])]) -> Vec<u8> {
+    /// A stored (method 0) archive, the way torch's writer lays one out; with `zip64`, the
+    /// central directory and end record use the zip64 fields, as for checkpoints over 4 GiB.
+    pub(crate) fn build(files: &[(&str, &[u8])], zip64: bool) -> Vec<u8> {
         let mut out = Vec::new();
         let mut central = Vec::new();
         for (name, data) in files {
-            let offset = out.len() as u32;
+            let offset = out.len() as u64;
             let mut header = Vec::new();
             header.extend(LOCAL_SIG.to_le_bytes());
             header.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -220,37 +221,82 @@ mod tests {
             out.extend(name.as_bytes());
             out.extend(*data);
             central.extend(CENTRAL_SIG.to_le_bytes());
-            central.extend([20, 0]);
-            central.extend(&header[4..]);
-            central.extend([0u8; 10]);
-            central.extend(offset.to_le_bytes());
+            central.extend([45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            central.extend(0u32.to_le_bytes());
+            let (small, extra) = if zip64 {
+                let mut extra = ZIP64_EXTRA_ID.to_le_bytes().to_vec();
+                extra.extend(24u16.to_le_bytes());
+                extra.extend((data.len() as u64).to_le_bytes());
+                extra.extend((data.len() as u64).to_le_bytes());
+                extra.extend(offset.to_le_bytes());
+                ([0xFFFF_FFFFu32; 3], extra)
+            } else {
+                let n = data.len() as u32;
+                ([n, n, offset as u32], Vec::new())
+            };
+            central.extend(small[0].to_le_bytes());
+            central.extend(small[1].to_le_bytes());
+            central.extend((name.len() as u16).to_le_bytes());
+            central.extend((extra.len() as u16).to_le_bytes());
+            central.extend([0u8; 10]); // comment length, disk, attributes
+            central.extend(small[2].to_le_bytes());
             central.extend(name.as_bytes());
+            central.extend(extra);
         }
-        let cd_offset = out.len() as u32;
+        let cd_offset = out.len() as u64;
         out.extend(&central);
+        let n = files.len() as u64;
+        if zip64 {
+            let record = out.len() as u64;
+            out.extend(ZIP64_EOCD_SIG.to_le_bytes());
+            out.extend(44u64.to_le_bytes());
+            out.extend([45, 0, 45, 0]);
+            out.extend([0u8; 8]);
+            out.extend(n.to_le_bytes());
+            out.extend(n.to_le_bytes());
+            out.extend((central.len() as u64).to_le_bytes());
+            out.extend(cd_offset.to_le_bytes());
+            out.extend(ZIP64_LOCATOR_SIG.to_le_bytes());
+            out.extend(0u32.to_le_bytes());
+            out.extend(record.to_le_bytes());
+            out.extend(1u32.to_le_bytes());
+        }
         out.extend(EOCD_SIG.to_le_bytes());
         out.extend([0u8; 4]);
-        out.extend((files.len() as u16).to_le_bytes());
-        out.extend((files.len() as u16).to_le_bytes());
+        let (count, offset) = if zip64 {
+            (0xFFFF, 0xFFFF_FFFF)
+        } else {
+            (n as u16, cd_offset as u32)
+        };
+        out.extend(count.to_le_bytes());
+        out.extend(count.to_le_bytes());
         out.extend((central.len() as u32).to_le_bytes());
-        out.extend(cd_offset.to_le_bytes());
+        out.extend(offset.to_le_bytes());
         out.extend([0u8; 2]);
         out
     }
 
     #[test]
     fn reads_back_what_it_wrote() {
-        let zip = build(&[("a/data.pkl", b"hello"), ("a/data/0", b"\x01\x02\x03")]);
-        let e = entries(&zip).unwrap();
-        assert_eq!(e.len(), 2);
-        assert_eq!(e[0].name, "a/data.pkl");
-        assert_eq!(&zip[e[0].data.clone()], b"hello");
-        assert_eq!(&zip[e[1].data.clone()], b"\x01\x02\x03");
+        for zip64 in [false, true] {
+            let zip = build(
+                &[("a/data.pkl", b"hello"), ("a/data/0", b"\x01\x02\x03")],
+                zip64,
+            );
+            let e = entries(&zip).unwrap();
+            assert_eq!(e.len(), 2);
+            assert_eq!(e[0].name, "a/data.pkl");
+            assert_eq!(&zip[e[0].data.clone()], b"hello");
+            assert_eq!(&zip[e[1].data.clone()], b"\x01\x02\x03");
+        }
     }
 
     #[test]
     fn every_truncation_is_an_error() {
-        let zip = build(&[("a/data.pkl", b"hello"), ("a/data/0", b"\x01\x02\x03")]);
+        let zip = build(
+            &[("a/data.pkl", b"hello"), ("a/data/0", b"\x01\x02\x03")],
+            true,
+        );
         for len in 0..zip.len() {
             let _ = entries(&zip[..len]); // must not panic
         }
@@ -261,7 +307,10 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         // Deterministic pseudo-random corruptions of a valid archive.
-        let zip = build(&[("a/data.pkl", b"hello"), ("a/data/0", b"\x01\x02\x03")]);
+        let zip = build(
+            &[("a/data.pkl", b"hello"), ("a/data/0", b"\x01\x02\x03")],
+            true,
+        );
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..2000 {
             let mut z = zip.clone();
