@@ -31,6 +31,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut loads = Vec::new();
     let mut loaded = None;
     for _ in 0..3 {
+        loaded = None; // measure a load, not a load while the previous model is still resident
         let t0 = Instant::now();
         let p = Pretrained::load(args.model, &opts).with_context(|| format!("loading {}", args.model))?;
         loads.push(t0.elapsed().as_secs_f64());

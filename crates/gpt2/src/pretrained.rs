@@ -1,6 +1,7 @@
 //! `from_pretrained`: a model directory or hub id to a ready model and its tokenizer.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device};
 use gpt2_tokenizer::Tokenizer;
@@ -31,8 +32,8 @@ pub struct Pretrained {
     pub config: Config,
     pub generation_config: Option<GenerationConfigFile>,
     pub model: Gpt2LmHeadModel,
-    /// None when the directory has no tokenizer files and the vocabulary is not GPT-2's.
-    pub tokenizer: Option<Tokenizer>,
+    /// Loaded on first use: many tasks (inspect, forward on ids) never need it.
+    tokenizer: OnceLock<std::result::Result<Option<Tokenizer>, String>>,
 }
 
 impl Pretrained {
@@ -50,19 +51,25 @@ impl Pretrained {
         let weights = Weights::from_dir(&dir)?;
         let model = Gpt2LmHeadModel::load(&weights, &config, opts.dtype, &Device::Cpu)?;
         drop(weights);
-        let tokenizer = find_tokenizer(&dir, &config)?;
         Ok(Pretrained {
             dir,
             config,
             generation_config,
             model,
-            tokenizer,
+            tokenizer: OnceLock::new(),
         })
     }
 
-    /// The tokenizer, or an error saying why there is none (for tasks that need text).
+    /// The model's tokenizer (see [`find_tokenizer`]), or an error saying why there is none.
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| no_tokenizer(&self.dir, &self.config))
+        let found = self
+            .tokenizer
+            .get_or_init(|| find_tokenizer(&self.dir, &self.config).map_err(|e| e.to_string()));
+        match found {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Err(no_tokenizer(&self.dir, &self.config)),
+            Err(msg) => Err(Error::Input(msg.clone())),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! mlp.c_proj}`, `ln_f`, `lm_head`), so a reader with that file open finds each piece.
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
 use super::activation::Act;
 use super::cache::Cache;
@@ -237,7 +238,9 @@ impl Gpt2Model {
     pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
         check_weights_match_config(w, cfg)?;
         let (e, dt, dev) = (cfg.n_embd, dtype, device);
+        // Copying out of the map is most of load time; layers are independent, so use every core.
         let h = (0..cfg.n_layer)
+            .into_par_iter()
             .map(|i| Block::load(w, i, cfg, dt, dev))
             .collect::<Result<Vec<_>>>()?;
         Ok(Gpt2Model {
