@@ -305,3 +305,29 @@ fn tokenizer_json_and_vocab_files_agree() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The fast pre-tokenizer and BPE against their references on every document and piece of the
+/// corpus (the proptests in properties.rs cover arbitrary strings).
+#[test]
+fn fast_paths_match_references_on_corpus() {
+    use gpt2_tokenizer::pretokenize::{split, split_reference};
+    let tok = Tokenizer::gpt2();
+    let mut seen = std::collections::HashSet::new();
+    for (i, doc) in corpus::corpus().iter().enumerate() {
+        let pieces = split(doc);
+        assert_eq!(
+            pieces,
+            split_reference(doc),
+            "document {i}: {}",
+            snippet(doc)
+        );
+        for p in pieces {
+            if seen.insert(p) {
+                let (fast, heap, reference) =
+                    gpt2_tokenizer::testing::bpe_paths(&tok, p.as_bytes());
+                assert_eq!(fast, reference, "piece {p:?}");
+                assert_eq!(heap, reference, "piece {p:?}");
+            }
+        }
+    }
+}
