@@ -238,14 +238,20 @@ impl Gpt2Model {
     pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
         check_weights_match_config(w, cfg)?;
         let (e, dt, dev) = (cfg.n_embd, dtype, device);
-        // Copying out of the map is most of load time; layers are independent, so use every core.
+        // state_dict order, so the first mismatch reported is the first a reader would check.
+        let wte = w.get("wte.weight", &[cfg.vocab_size, e], dt, dev)?;
+        let wpe = w.get("wpe.weight", &[cfg.n_positions, e], dt, dev)?;
+        // Copying out of the map is most of load time; layers are independent, so use every
+        // core, then report the lowest layer's error (deterministically).
         let h = (0..cfg.n_layer)
             .into_par_iter()
             .map(|i| Block::load(w, i, cfg, dt, dev))
+            .collect::<Vec<_>>()
+            .into_iter()
             .collect::<Result<Vec<_>>>()?;
         Ok(Gpt2Model {
-            wte: w.get("wte.weight", &[cfg.vocab_size, e], dt, dev)?,
-            wpe: w.get("wpe.weight", &[cfg.n_positions, e], dt, dev)?,
+            wte,
+            wpe,
             h,
             ln_f: LayerNorm::load(w, "ln_f", e, cfg.layer_norm_epsilon, dt, dev)?,
             config: cfg.clone(),
