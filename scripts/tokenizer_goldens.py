@@ -123,7 +123,7 @@ def encode_cases(tok_dir):
     ])
     texts = ENCODE_CASES + [
         "a <mask> b", "a   <mask>b", "x<sep>   y", "x <sep>\n\ny", "<mask><mask>  <sep>  <sep>x",
-        "[SW] a[SW] [SW]b _[SW] ([SW])", "say hello world now", "hello worldwide", "sword world",
+        "[SW] a[SW] [SW]b _[SW] ([SW])", "²[SW] ‿[SW] e\u0301[SW] Ⅻ[SW] ٣[SW] [SW]\u200d", "say hello world now", "hello worldwide", "sword world",
         "ünïcode and ünïcodes", "<|endoftext|><mask> <sep>",
     ]
     cases = []
@@ -189,6 +189,35 @@ def tiny_tokenizer():
     # from_dir follows transformers (add_prefix_space from tokenizer_config.json, default off).
     hf = GPT2TokenizerFast.from_pretrained(str(out))
     dir_cases = [{"text": t, "ids": hf.encode(t)} for t in texts]
+    # vocab.json + merges.txt with a transformers tokenizer_config.json: added tokens, pad token and
+    # add_prefix_space come from the config.
+    conf = OUT / "tiny-config"
+    if conf.exists():
+        shutil.rmtree(conf)
+    conf.mkdir()
+    shutil.copy(out / "vocab.json", conf / "vocab.json")
+    shutil.copy(out / "merges.txt", conf / "merges.txt")
+    flags = dict(single_word=False, normalized=False)
+    (conf / "tokenizer_config.json").write_text(json.dumps({
+        "add_prefix_space": True,
+        "added_tokens_decoder": {
+            "1000": dict(content="<|endoftext|>", lstrip=False, rstrip=False, special=True, **flags),
+            "1001": dict(content="<pad>", lstrip=False, rstrip=False, special=True, **flags),
+            "1002": dict(content="<tag>", lstrip=True, rstrip=True, special=False, **flags),
+        },
+        "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+        "pad_token": "<pad>", "tokenizer_class": "GPT2Tokenizer", "clean_up_tokenization_spaces": False,
+    }, indent=2))
+    hf_conf = GPT2TokenizerFast.from_pretrained(str(conf))
+    conf_cases = [{"text": t, "ids": hf_conf.encode(t)} for t in texts + ["a<pad>b <pad> c"]]
+    conf_ids = hf_conf.encode("a<pad>b <tag> c<|endoftext|>")
+    (conf / "goldens.json").write_text(json.dumps({
+        "golden_format_version": GOLDEN_FORMAT_VERSION, "transformers": transformers.__version__,
+        "vocab_size": len(hf_conf), "pad_token_id": hf_conf.pad_token_id, "eos_token_id": hf_conf.eos_token_id,
+        "bos_token_id": hf_conf.bos_token_id, "cases": conf_cases,
+        "decode": {"ids": conf_ids, "text": hf_conf.decode(conf_ids),
+                   "text_skip_special": hf_conf.decode(conf_ids, skip_special_tokens=True)},
+    }, ensure_ascii=False, indent=0))
     (out / "goldens.json").write_text(json.dumps({
         "golden_format_version": GOLDEN_FORMAT_VERSION, "tokenizers": tokenizers.__version__,
         "transformers": transformers.__version__, "vocab_size": tk.get_vocab_size(with_added_tokens=True),

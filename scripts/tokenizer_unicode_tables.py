@@ -49,6 +49,12 @@ def is_space(cp):
     return any(a <= cp <= b for a, b in WHITE_SPACE)
 
 
+def is_word_extra(cp):
+    """The part of the regex crate's \\w beyond Alphabetic (which Rust's char::is_alphabetic
+    covers): Nd, marks, connector punctuation, Join_Control. Used for added tokens' single_word."""
+    return unicodedata.category(chr(cp)) in ("Nd", "Mn", "Mc", "Me", "Pc") or cp in (0x200C, 0x200D)
+
+
 def emit(name, rs):
     body = "\n".join(f"    (0x{a:04X}, 0x{b:04X})," for a, b in rs)
     return f"pub(crate) const {name}: &[(u32, u32)] = &[\n{body}\n];\n"
@@ -88,6 +94,8 @@ def main():
         + emit("NUMBER", ranges(is_number))
         + "\n/// `\\s` in Oniguruma's Unicode mode: the White_Space property.\n"
         + emit("WHITE_SPACE", WHITE_SPACE)
+        + "\n/// `\\w` of the regex crate minus Alphabetic: Nd, Mn, Mc, Me, Pc, Join_Control.\n"
+        + emit("WORD_EXTRA", ranges(is_word_extra))
     )
     OUT.write_text(text)
     print(f"wrote {OUT}")

@@ -3,6 +3,8 @@
 
 use std::cmp::Reverse;
 
+use crate::unicode::is_word_char;
+
 /// A token matched literally in the input, outside the BPE.
 ///
 /// The flags mean what they mean in `tokenizers.AddedToken`.
@@ -45,11 +47,6 @@ impl AddedToken {
 pub(crate) enum Segment<'a> {
     Text(&'a str),
     Added(u32),
-}
-
-/// `\w` as `tokenizers` tests it for `single_word` (alphanumeric or underscore).
-fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
 }
 
 /// The added tokens of one tokenizer, in the order they were added.

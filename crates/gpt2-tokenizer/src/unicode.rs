@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use crate::unicode_tables::{LETTER, NUMBER, WHITE_SPACE};
+use crate::unicode_tables::{LETTER, NUMBER, WHITE_SPACE, WORD_EXTRA};
 
 /// Which part of the pattern a character can extend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,11 @@ pub(crate) fn classify_reference(c: char) -> Class {
     } else {
         Class::Other
     }
+}
+
+/// `\w` as the regex crate (and so `tokenizers`' `single_word` check) defines it.
+pub(crate) fn is_word_char(c: char) -> bool {
+    c.is_alphabetic() || in_ranges(WORD_EXTRA, c as u32)
 }
 
 const ASCII: [Class; 128] = {

@@ -331,3 +331,34 @@ fn fast_paths_match_references_on_corpus() {
         }
     }
 }
+
+/// vocab.json + merges.txt with a tokenizer_config.json (added tokens, pad token,
+/// add_prefix_space), against `GPT2TokenizerFast.from_pretrained` on the same directory.
+#[test]
+fn tokenizer_config_matches_transformers() {
+    let goldens = read_json("tiny-config/goldens.json");
+    let tok = Tokenizer::from_dir(fixtures().join("tiny-config")).unwrap();
+    let id = |k: &str| goldens[k].as_u64().map(|v| v as u32);
+    assert_eq!(
+        tok.vocab_size() as u64,
+        goldens["vocab_size"].as_u64().unwrap()
+    );
+    assert_eq!(tok.pad_token_id(), id("pad_token_id"));
+    assert_eq!(tok.eos_token_id(), id("eos_token_id"));
+    assert_eq!(tok.bos_token_id(), id("bos_token_id"));
+    assert!(tok.add_prefix_space());
+    for case in goldens["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(tok.encode(text), ids(&case["ids"]), "{}", snippet(text));
+    }
+    let d = &goldens["decode"];
+    let ids = ids(&d["ids"]);
+    assert_eq!(
+        tok.decode(&ids, false).unwrap(),
+        d["text"].as_str().unwrap()
+    );
+    assert_eq!(
+        tok.decode(&ids, true).unwrap(),
+        d["text_skip_special"].as_str().unwrap()
+    );
+}
