@@ -120,16 +120,19 @@ def encode_cases(tok_dir):
         AddedToken("hello world", normalized=True),
         AddedToken("wor", normalized=False),
         "ünïcode",
+        "中文x",
     ])
     texts = ENCODE_CASES + [
         "a <mask> b", "a   <mask>b", "x<sep>   y", "x <sep>\n\ny", "<mask><mask>  <sep>  <sep>x",
         "[SW] a[SW] [SW]b _[SW] ([SW])", "²[SW] ‿[SW] e\u0301[SW] Ⅻ[SW] ٣[SW] [SW]\u200d", "say hello world now", "hello worldwide", "sword world",
-        "ünïcode and ünïcodes", "<|endoftext|><mask> <sep>",
+        "ünïcode and ünïcodes", "<|endoftext|><mask> <sep>", "a ünïcode hello world 中文x",
     ]
     cases = []
     for name, tok in [("default", default), ("add_prefix_space", prefix), ("added_tokens", extra)]:
         for text in texts:
-            cases.append({"tokenizer": name, "text": text, "ids": tok.encode(text)})
+            ids = tok.encode(text)
+            cases.append({"tokenizer": name, "text": text, "ids": ids, "decoded": tok.decode(ids),
+                          "decoded_skip_special": tok.decode(ids, skip_special_tokens=True)})
     added = [dict(id=i, **added_token_dict(t)) for i, t in sorted(extra.added_tokens_decoder.items())]
     return {"golden_format_version": GOLDEN_FORMAT_VERSION, "transformers": transformers.__version__,
             "tokenizers": tokenizers.__version__, "added_tokens": added, "vocab_size_added": len(extra),
