@@ -169,13 +169,17 @@ impl Tokenizer {
             }
         }
         let mut merges = Vec::with_capacity(spec.merges.len());
+        let mut joined = String::new();
         for (a, b) in &spec.merges {
             let lookup = |t: &str| {
                 encoder.get(t).copied().ok_or_else(|| {
                     bad(format!("merge \"{a} {b}\": {t:?} is not in the vocabulary"))
                 })
             };
-            merges.push((lookup(a)?, lookup(b)?, lookup(&format!("{a}{b}"))?));
+            joined.clear();
+            joined.push_str(a);
+            joined.push_str(b);
+            merges.push((lookup(a)?, lookup(b)?, lookup(&joined)?));
         }
         let whole: Vec<(Vec<u8>, u32)> = tokens
             .iter()
