@@ -149,6 +149,14 @@ impl Tokenizer {
         };
         let encoder = spec.vocab;
         let n = encoder.values().max().map_or(0, |&m| m as usize + 1);
+        // Ids index tables; a stray huge id would ask for gigabytes.
+        if n > 2 * encoder.len() + (1 << 20) {
+            return Err(bad(format!(
+                "token id {} is far beyond the {} tokens of the vocabulary",
+                n - 1,
+                encoder.len()
+            )));
+        }
         let mut tokens: Vec<Option<String>> = vec![None; n];
         for (t, &id) in &encoder {
             tokens[id as usize] = Some(t.clone());

@@ -115,6 +115,23 @@ fn load_errors_name_the_file() {
 }
 
 #[test]
+fn sparse_ids_are_an_error_not_an_allocation() {
+    let d = temp_dir("sparse");
+    std::fs::write(d.join("vocab.json"), "{\"a\": 0, \"b\": 4000000000}").unwrap();
+    std::fs::write(d.join("merges.txt"), "").unwrap();
+    let err = Tokenizer::from_dir(&d).unwrap_err();
+    assert!(err.to_string().contains("vocab.json"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn shareable_across_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Tokenizer>();
+    send_sync::<Error>();
+}
+
+#[test]
 fn decode_rejects_unknown_ids() {
     let tok = Tokenizer::gpt2();
     let err = tok.decode(&[15496, 50257], false).unwrap_err();
@@ -268,4 +285,17 @@ fn add_prefix_space_applies_per_segment() {
     assert_eq!(tok.encode(" a"), [257]);
     assert_eq!(tok.encode("a"), [257]);
     assert!(tok.encode("").is_empty());
+}
+
+/// Huge pieces (no spaces; a long whitespace run) take the heap merge, O(n log n) where the
+/// scan would be quadratic. Not a timing test: they only have to finish and round-trip.
+#[test]
+fn huge_single_piece() {
+    let tok = Tokenizer::gpt2();
+    let text: String = "中文分词测试abc".repeat(30_000);
+    let ids = tok.encode(&text);
+    assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    let spaces = " ".repeat(200_000) + "x";
+    let ids = tok.encode(&spaces);
+    assert_eq!(tok.decode(&ids, false).unwrap(), spaces);
 }
