@@ -299,3 +299,46 @@ fn huge_single_piece() {
     let ids = tok.encode(&spaces);
     assert_eq!(tok.decode(&ids, false).unwrap(), spaces);
 }
+
+/// Bytes the vocabulary lacks: dropped (their neighbours then merge) without an unk token,
+/// the unk token otherwise. Expected ids from tokenizers 0.23 on the same tokenizer.json.
+#[test]
+fn bytes_missing_from_the_vocabulary() {
+    let d = temp_dir("missing-bytes");
+    for (unk, cases) in [
+        (
+            "null",
+            [
+                ("ab", vec![2]),
+                ("adb", vec![2]),
+                ("axxb", vec![2]),
+                ("a b", vec![0, 1]),
+            ],
+        ),
+        (
+            "\"a\"",
+            [
+                ("ab", vec![2]),
+                ("adb", vec![0, 2]),
+                ("axxb", vec![0, 0, 2]),
+                ("a b", vec![0, 2]),
+            ],
+        ),
+    ] {
+        let json = format!(
+            r#"{{"added_tokens": [], "normalizer": null,
+                "pre_tokenizer": {{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}},
+                "post_processor": null, "decoder": null,
+                "model": {{"type": "BPE", "dropout": null, "unk_token": {unk}, "fuse_unk": false,
+                          "byte_fallback": false, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                          "vocab": {{"a": 0, "b": 1, "ab": 2, "c": 3}}, "merges": [["a", "b"]]}}}}"#
+        );
+        let path = d.join("tokenizer.json");
+        std::fs::write(&path, json).unwrap();
+        let tok = Tokenizer::from_tokenizer_json(&path).unwrap();
+        for (text, want) in cases {
+            assert_eq!(tok.encode(text), want, "unk {unk}, {text:?}");
+        }
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
