@@ -40,12 +40,15 @@ pub enum PaddingStrategy {
 /// Options of [`Tokenizer::encode_batch_padded`]; the default pads right to the longest row.
 #[derive(Debug, Clone, Default)]
 pub struct PaddingOptions {
+    /// How long rows become.
     pub strategy: PaddingStrategy,
+    /// Where pad tokens go.
     pub side: PaddingSide,
     /// Target length for `MaxLength` padding and for truncation.
     pub max_length: Option<usize>,
     /// Cut rows longer than `max_length`.
     pub truncation: bool,
+    /// Which end truncation cuts.
     pub truncation_side: TruncationSide,
     /// Round the padded length up to a multiple of this.
     pub pad_to_multiple_of: Option<usize>,
@@ -54,7 +57,9 @@ pub struct PaddingOptions {
 /// Padded ids and their attention mask (1 for tokens, 0 for padding), one row per text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchEncoding {
+    /// Token ids, pad tokens included.
     pub input_ids: Vec<Vec<u32>>,
+    /// 1 where `input_ids` holds a token of the text, 0 where it holds padding.
     pub attention_mask: Vec<Vec<u32>>,
 }
 

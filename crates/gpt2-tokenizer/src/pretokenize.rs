@@ -58,7 +58,7 @@ fn run_end(text: &str, mut i: usize, class: Class) -> usize {
 
 /// Calls `emit` with each piece of `text`, in order; the pieces concatenate to `text`.
 #[inline]
-pub(crate) fn for_each_piece<'a>(text: &'a str, mut emit: impl FnMut(&'a str)) {
+pub fn for_each_piece<'a>(text: &'a str, mut emit: impl FnMut(&'a str)) {
     let b = text.as_bytes();
     let n = b.len();
     let mut i = 0;
