@@ -31,9 +31,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut loads = Vec::new();
     let mut loaded = None;
     for _ in 0..3 {
-        loaded = None; // measure a load, not a load while the previous model is still resident
+        // Measure a load, not a load while the previous model is still resident.
+        drop(loaded.take());
         let t0 = Instant::now();
-        let p = Pretrained::load(args.model, &opts).with_context(|| format!("loading {}", args.model))?;
+        let p = Pretrained::load(args.model, &opts)
+            .with_context(|| format!("loading {}", args.model))?;
         loads.push(t0.elapsed().as_secs_f64());
         loaded = Some(p);
     }
@@ -48,7 +50,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let ids: Vec<u32> = (0..n)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 33) % cfg.vocab_size as u64) as u32
             })
             .collect();
@@ -89,14 +93,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             t["threads"]
         );
     }
-    println!("{:<16}{:>12}{:>16}{:>10}", "", "gpt2-rs", "transformers", "ratio");
+    println!(
+        "{:<16}{:>12}{:>16}{:>10}",
+        "", "gpt2-rs", "transformers", "ratio"
+    );
     let row = |what: &str, ours: f64, theirs: Option<f64>| match theirs {
         Some(t) => println!("{what:<16}{:>10.4} s{:>14.4} s{:>9.2}x", ours, t, t / ours),
         None => println!("{what:<16}{:>10.4} s{:>16}{:>10}", ours, "-", "-"),
     };
-    row("load", our_load, torch.as_ref().and_then(|t| t["load_s"].as_f64()));
+    row(
+        "load",
+        our_load,
+        torch.as_ref().and_then(|t| t["load_s"].as_f64()),
+    );
     for (n, s) in &ours {
-        let theirs = torch.as_ref().and_then(|t| t["prefill_s"][n.to_string()].as_f64());
+        let theirs = torch
+            .as_ref()
+            .and_then(|t| t["prefill_s"][n.to_string()].as_f64());
         row(&format!("prefill {n}"), *s, theirs);
     }
     if torch.is_none() {
@@ -105,7 +118,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_torch(python: &str, dir: &Path, prefill: &[usize], repeats: usize) -> Result<serde_json::Value> {
+fn run_torch(
+    python: &str,
+    dir: &Path,
+    prefill: &[usize],
+    repeats: usize,
+) -> Result<serde_json::Value> {
     let lens: Vec<String> = prefill.iter().map(usize::to_string).collect();
     let out = Command::new(python)
         .arg("-c")

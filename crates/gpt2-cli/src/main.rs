@@ -17,7 +17,11 @@ use gpt2::{Config, LoadOptions, Pretrained};
 use gpt2_tokenizer::{BatchEncoding, PaddingOptions, PaddingSide, Tokenizer};
 
 #[derive(Parser)]
-#[command(name = "gpt2", version, about = "GPT-2 in Rust: tokenize, run and inspect GPT-2 checkpoints")]
+#[command(
+    name = "gpt2",
+    version,
+    about = "GPT-2 in Rust: tokenize, run and inspect GPT-2 checkpoints"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -247,13 +251,17 @@ fn tokenize(model: Option<&str>, json: bool, jsonl: bool, text: Option<String>) 
 fn parse_ids(args: &[String]) -> Result<Vec<u32>> {
     if let [one] = args {
         if one.trim_start().starts_with('[') {
-            return serde_json::from_str(one).context("ids must be a JSON array of non-negative integers");
+            return serde_json::from_str(one)
+                .context("ids must be a JSON array of non-negative integers");
         }
     }
     args.iter()
         .flat_map(|a| a.split(|c: char| c == ',' || c.is_whitespace()))
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().with_context(|| format!("{s:?} is not a token id")))
+        .map(|s| {
+            s.parse::<u32>()
+                .with_context(|| format!("{s:?} is not a token id"))
+        })
         .collect()
 }
 
@@ -330,7 +338,8 @@ fn forward(
     for (i, a) in res.attentions.iter().flatten().enumerate() {
         tensors.insert(format!("attentions.{i}"), f32(a)?);
     }
-    candle_core::safetensors::save(&tensors, out).with_context(|| format!("writing {}", out.display()))?;
+    candle_core::safetensors::save(&tensors, out)
+        .with_context(|| format!("writing {}", out.display()))?;
     eprintln!(
         "wrote {} tensors for a batch of {} x {} tokens to {}",
         tensors.len(),

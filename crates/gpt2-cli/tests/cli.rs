@@ -35,7 +35,10 @@ fn fails(args: &[&str]) -> String {
     let out = gpt2(args);
     assert!(!out.status.success(), "gpt2 {args:?} should fail");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(err.starts_with("error: "), "plain error message, got {err:?}");
+    assert!(
+        err.starts_with("error: "),
+        "plain error message, got {err:?}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     err
 }
@@ -45,16 +48,28 @@ fn scaled_error(got: &Tensor, want: &Tensor) -> f32 {
     let w = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(g.len(), w.len());
     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-    g.iter().zip(&w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+    g.iter()
+        .zip(&w)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
 }
 
 #[test]
 fn tokenize_and_detokenize() {
     assert_eq!(ok(&["tokenize", "Hello world"]).trim(), "15496 995");
-    assert_eq!(ok(&["tokenize", "--json", "Today we can go to"]).trim(), "[8888,356,460,467,284]");
+    assert_eq!(
+        ok(&["tokenize", "--json", "Today we can go to"]).trim(),
+        "[8888,356,460,467,284]"
+    );
     assert_eq!(ok(&["detokenize", "15496", "995"]), "Hello world\n");
-    assert_eq!(ok(&["detokenize", "[15496, 995, 50256]"]), "Hello world<|endoftext|>\n");
-    assert_eq!(ok(&["detokenize", "--skip-special-tokens", "15496,995,50256"]), "Hello world\n");
+    assert_eq!(
+        ok(&["detokenize", "[15496, 995, 50256]"]),
+        "Hello world<|endoftext|>\n"
+    );
+    assert_eq!(
+        ok(&["detokenize", "--skip-special-tokens", "15496,995,50256"]),
+        "Hello world\n"
+    );
 }
 
 #[test]
@@ -74,7 +89,10 @@ fn tokenize_jsonl_streams_one_array_per_line() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "[15496,995]\n[50256]\n[]\n");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "[15496,995]\n[50256]\n[]\n"
+    );
 
     let bad = Command::new(env!("CARGO_BIN_EXE_gpt2"))
         .args(["tokenize", "--jsonl"])
@@ -96,19 +114,35 @@ fn tokenize_jsonl_streams_one_array_per_line() {
 fn forward_writes_transformers_activations() {
     let dir = std::env::temp_dir().join(format!("gpt2-cli-forward-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let golden = candle_core::safetensors::load(fixtures().join("golden/gpt2-vocab.safetensors"), &Device::Cpu).unwrap();
+    let golden = candle_core::safetensors::load(
+        fixtures().join("golden/gpt2-vocab.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
 
     let single = dir.join("single.safetensors");
     ok(&[
-        "forward", "--model", &model("gpt2-vocab"), "--out", single.to_str().unwrap(),
-        "--output-hidden-states", "--output-attentions", "Hello world, this is GPT-2 in Rust.",
+        "forward",
+        "--model",
+        &model("gpt2-vocab"),
+        "--out",
+        single.to_str().unwrap(),
+        "--output-hidden-states",
+        "--output-attentions",
+        "Hello world, this is GPT-2 in Rust.",
     ]);
     let got = candle_core::safetensors::load(&single, &Device::Cpu).unwrap();
     assert_eq!(
         got["input_ids"].to_vec2::<i64>().unwrap(),
         golden["single.input_ids"].to_vec2::<i64>().unwrap()
     );
-    for key in ["logits", "hidden_states.0", "hidden_states.2", "attentions.0", "attentions.1"] {
+    for key in [
+        "logits",
+        "hidden_states.0",
+        "hidden_states.2",
+        "attentions.0",
+        "attentions.1",
+    ] {
         let err = scaled_error(&got[key], &golden[&format!("single.{key}")]);
         assert!(err < 1e-4, "{key}: {err}");
     }
@@ -116,14 +150,30 @@ fn forward_writes_transformers_activations() {
     // Two texts, left-padded with eos: the real rows match the golden batch.
     let batch = dir.join("batch.safetensors");
     ok(&[
-        "forward", "--model", &model("gpt2-vocab"), "--out", batch.to_str().unwrap(),
-        "--padding-side", "left", "The quick brown fox", "Hi",
+        "forward",
+        "--model",
+        &model("gpt2-vocab"),
+        "--out",
+        batch.to_str().unwrap(),
+        "--padding-side",
+        "left",
+        "The quick brown fox",
+        "Hi",
     ]);
     let got = candle_core::safetensors::load(&batch, &Device::Cpu).unwrap();
     let mask = got["attention_mask"].to_vec2::<i64>().unwrap();
-    assert_eq!(mask, golden["batch.attention_mask"].to_vec2::<i64>().unwrap());
-    assert_eq!(got["input_ids"].to_vec2::<i64>().unwrap(), golden["batch.input_ids"].to_vec2::<i64>().unwrap());
-    assert!(!got.contains_key("hidden_states.0"), "hidden states only on request");
+    assert_eq!(
+        mask,
+        golden["batch.attention_mask"].to_vec2::<i64>().unwrap()
+    );
+    assert_eq!(
+        got["input_ids"].to_vec2::<i64>().unwrap(),
+        golden["batch.input_ids"].to_vec2::<i64>().unwrap()
+    );
+    assert!(
+        !got.contains_key("hidden_states.0"),
+        "hidden states only on request"
+    );
     for (b, row) in mask.iter().enumerate() {
         for (t, &m) in row.iter().enumerate() {
             if m == 1 {
@@ -142,24 +192,36 @@ fn inspect_prints_the_pytorch_module_tree_and_state_dict() {
     for name in ["tiny", "odd-heads-untied", "xielu"] {
         let out = ok(&["inspect", "--model", &model(name)]);
         let golden: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(fixtures().join(format!("golden/{name}.inspect.json"))).unwrap(),
+            &std::fs::read_to_string(fixtures().join(format!("golden/{name}.inspect.json")))
+                .unwrap(),
         )
         .unwrap();
         let tree = golden["module"].as_str().unwrap();
-        assert!(out.starts_with(tree), "{name}: module tree differs:\n{out}\n---\n{tree}");
+        assert!(
+            out.starts_with(tree),
+            "{name}: module tree differs:\n{out}\n---\n{tree}"
+        );
         // Every state_dict entry, in order, with its shape.
         let mut rest = &out[tree.len()..];
         for entry in golden["state_dict"].as_array().unwrap() {
             let key = entry[0].as_str().unwrap();
             let shape: Vec<usize> = serde_json::from_value(entry[1].clone()).unwrap();
-            let line = format!("{key}");
-            let at = rest.find(&line).unwrap_or_else(|| panic!("{name}: {key} missing or out of order"));
+            let at = rest
+                .find(key)
+                .unwrap_or_else(|| panic!("{name}: {key} missing or out of order"));
             let line_end = rest[at..].find('\n').unwrap() + at;
-            assert!(rest[at..line_end].ends_with(&format!("{shape:?}")), "{name}: {}", &rest[at..line_end]);
+            assert!(
+                rest[at..line_end].ends_with(&format!("{shape:?}")),
+                "{name}: {}",
+                &rest[at..line_end]
+            );
             rest = &rest[line_end..];
         }
         let n = golden["num_parameters"].as_u64().unwrap();
-        assert!(out.contains(&format!("parameters: {n}\n")), "{name}: parameter count {n}");
+        assert!(
+            out.contains(&format!("parameters: {n}\n")),
+            "{name}: parameter count {n}"
+        );
         let tied = golden["tied"].as_bool().unwrap();
         assert_eq!(out.contains("lm_head: tied"), tied, "{name}");
     }
@@ -167,8 +229,22 @@ fn inspect_prints_the_pytorch_module_tree_and_state_dict() {
 
 #[test]
 fn generate_is_greedy_and_deterministic() {
-    let a = ok(&["generate", "--model", &model("gpt2-vocab"), "--max-new-tokens", "8", "Hello"]);
-    let b = ok(&["generate", "--model", &model("gpt2-vocab"), "--max-new-tokens", "8", "Hello"]);
+    let a = ok(&[
+        "generate",
+        "--model",
+        &model("gpt2-vocab"),
+        "--max-new-tokens",
+        "8",
+        "Hello",
+    ]);
+    let b = ok(&[
+        "generate",
+        "--model",
+        &model("gpt2-vocab"),
+        "--max-new-tokens",
+        "8",
+        "Hello",
+    ]);
     assert_eq!(a, b);
     assert!(a.starts_with("Hello"));
 }
@@ -182,7 +258,14 @@ fn bad_input_is_a_plain_error() {
     // The fixture has 128 positions; a long text is refused, not truncated.
     let long = "word ".repeat(300);
     let out = std::env::temp_dir().join("gpt2-cli-long.safetensors");
-    let err = fails(&["forward", "--model", &model("gpt2-vocab"), "--out", out.to_str().unwrap(), &long]);
+    let err = fails(&[
+        "forward",
+        "--model",
+        &model("gpt2-vocab"),
+        "--out",
+        out.to_str().unwrap(),
+        &long,
+    ]);
     assert!(err.contains("n_positions"), "{err}");
     // A tiny-vocabulary model without tokenizer files cannot tokenize text.
     let err = fails(&["generate", "--model", &model("tiny"), "Hello"]);

@@ -321,7 +321,7 @@ impl Config {
                 self.n_embd, self.n_head, self.n_layer
             ));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
                 "n_embd ({}) must be divisible by n_head ({})",
                 self.n_embd, self.n_head
@@ -341,7 +341,10 @@ impl Config {
             }
         }
         if self.add_cross_attention {
-            return bad("add_cross_attention (GPT-2 as an encoder-decoder's decoder) is not supported".into());
+            return bad(
+                "add_cross_attention (GPT-2 as an encoder-decoder's decoder) is not supported"
+                    .into(),
+            );
         }
         if let Some(p) = &self.problem_type {
             if !matches!(
@@ -395,7 +398,10 @@ impl Config {
     }
 
     pub fn eos_token_ids(&self) -> Vec<u32> {
-        self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
+        self.eos_token_id
+            .as_ref()
+            .map(TokenIds::to_vec)
+            .unwrap_or_default()
     }
 
     pub fn pad_token_id(&self) -> Option<u32> {
@@ -465,17 +471,23 @@ mod tests {
 
     #[test]
     fn aliases_and_extra_fields() {
-        let c = parse(r#"{"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
-            "max_position_embeddings": 32, "n_ctx": 32, "eos_token_id": [1, 2]}"#)
+        let c = parse(
+            r#"{"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "max_position_embeddings": 32, "n_ctx": 32, "eos_token_id": [1, 2]}"#,
+        )
         .unwrap();
-        assert_eq!((c.n_embd, c.n_head, c.n_layer, c.n_positions), (64, 4, 2, 32));
+        assert_eq!(
+            (c.n_embd, c.n_head, c.n_layer, c.n_positions),
+            (64, 4, 2, 32)
+        );
         assert_eq!(c.extra.get("n_ctx"), Some(&serde_json::json!(32)));
         assert_eq!(c.eos_token_ids(), vec![1, 2]);
     }
 
     #[test]
     fn labels_from_id2label() {
-        let c = parse(r#"{"id2label": {"1": "POSITIVE", "0": "NEGATIVE"}, "num_labels": 5}"#).unwrap();
+        let c =
+            parse(r#"{"id2label": {"1": "POSITIVE", "0": "NEGATIVE"}, "num_labels": 5}"#).unwrap();
         assert_eq!(c.labels(), vec!["NEGATIVE", "POSITIVE"]);
         let c = parse(r#"{"num_labels": 3}"#).unwrap();
         assert_eq!(c.labels(), vec!["LABEL_0", "LABEL_1", "LABEL_2"]);
@@ -493,7 +505,10 @@ mod tests {
     #[test]
     fn bad_configs_are_errors_naming_the_file() {
         for (text, needle) in [
-            (r#"{"activation_function": "gelu_newest"}"#, "unknown activation_function"),
+            (
+                r#"{"activation_function": "gelu_newest"}"#,
+                "unknown activation_function",
+            ),
             (r#"{"n_embd": 10, "n_head": 3}"#, "divisible"),
             (r#"{"n_layer": 0}"#, "positive"),
             (r#"{"model_type": "llama"}"#, "model_type"),

@@ -42,7 +42,12 @@ fn inputs_embeds_equal_input_ids() {
         ..Default::default()
     };
     let out = model.forward(&args, None).unwrap();
-    assert_close("logits from embeds", out.logits.as_ref().unwrap(), g.get("single.logits"), 1e-4);
+    assert_close(
+        "logits from embeds",
+        out.logits.as_ref().unwrap(),
+        g.get("single.logits"),
+        1e-4,
+    );
 }
 
 #[test]
@@ -77,8 +82,16 @@ fn the_bare_model_returns_hidden_states_without_logits() {
     };
     let out = model.forward(&args, None).unwrap();
     assert!(out.logits.is_none() && out.attentions.is_none());
-    assert_eq!(out.hidden_states.as_ref().unwrap().len(), config.n_layer + 1);
-    assert_close("last_hidden_state", &out.last_hidden_state, g.get("single.last_hidden_state"), 1e-4);
+    assert_eq!(
+        out.hidden_states.as_ref().unwrap().len(),
+        config.n_layer + 1
+    );
+    assert_close(
+        "last_hidden_state",
+        &out.last_hidden_state,
+        g.get("single.last_hidden_state"),
+        1e-4,
+    );
 }
 
 #[test]
@@ -94,9 +107,16 @@ fn dropout_only_in_training() {
         model.forward(&args, None).unwrap().logits.unwrap()
     };
     let (a, b) = (eval(false), eval(false));
-    assert_eq!(common::scaled_error(&a, &b), 0.0, "inference is deterministic");
+    assert_eq!(
+        common::scaled_error(&a, &b),
+        0.0,
+        "inference is deterministic"
+    );
     let t = eval(true);
-    assert!(common::scaled_error(&t, &a) > 1e-3, "config dropout is 0.1: training must differ");
+    assert!(
+        common::scaled_error(&t, &a) > 1e-3,
+        "config dropout is 0.1: training must differ"
+    );
 }
 
 #[test]
@@ -113,7 +133,12 @@ fn logits_to_keep_gives_the_last_positions() {
     let want = g.get("single.logits");
     let t = want.dims()[1];
     assert_eq!(logits.dims(), &[1, 2, want.dims()[2]]);
-    assert_close("kept logits", &logits, &want.i((.., t - 2..t, ..)).unwrap(), 1e-4);
+    assert_close(
+        "kept logits",
+        &logits,
+        &want.i((.., t - 2..t, ..)).unwrap(),
+        1e-4,
+    );
 }
 
 #[test]
@@ -122,15 +147,26 @@ fn bad_inputs_are_errors() {
     let cpu = Device::Cpu;
 
     let long: Vec<u32> = vec![1; config.n_positions + 1];
-    let long = Tensor::new(long.as_slice(), &cpu).unwrap().unsqueeze(0).unwrap();
+    let long = Tensor::new(long.as_slice(), &cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let msg = input_error(model.forward(&ForwardArgs::ids(&long), None));
-    assert!(msg.contains("n_positions") && msg.contains(&config.n_positions.to_string()), "{msg}");
+    assert!(
+        msg.contains("n_positions") && msg.contains(&config.n_positions.to_string()),
+        "{msg}"
+    );
 
     // Fits alone, but not after what the cache already holds.
     let half: Vec<u32> = vec![1; config.n_positions / 2 + 1];
-    let half = Tensor::new(half.as_slice(), &cpu).unwrap().unsqueeze(0).unwrap();
+    let half = Tensor::new(half.as_slice(), &cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let mut cache = Cache::new(config.n_layer);
-    model.forward(&ForwardArgs::ids(&half), Some(&mut cache)).unwrap();
+    model
+        .forward(&ForwardArgs::ids(&half), Some(&mut cache))
+        .unwrap();
     let msg = input_error(model.forward(&ForwardArgs::ids(&half), Some(&mut cache)));
     assert!(msg.contains("n_positions"), "{msg}");
 
@@ -181,21 +217,34 @@ fn a_config_that_does_not_match_the_weights_is_an_error() {
 
     // Fewer layers than the checkpoint has.
     let c = config_with("n_layer", 1.into());
-    let err = Gpt2LmHeadModel::load(&weights, &c, DType::F32, &Device::Cpu).unwrap_err().to_string();
+    let err = Gpt2LmHeadModel::load(&weights, &c, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("h.1") && err.contains("n_layer"), "{err}");
 
     // More layers than the checkpoint has: the first missing tensor is named.
     let c = config_with("n_layer", 3.into());
-    let err = Gpt2LmHeadModel::load(&weights, &c, DType::F32, &Device::Cpu).unwrap_err().to_string();
+    let err = Gpt2LmHeadModel::load(&weights, &c, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("h.2.") && err.contains("missing"), "{err}");
 
     // A different width: the shape error names the tensor and both shapes.
     let c = config_with("n_embd", 64.into());
-    let err = Gpt2LmHeadModel::load(&weights, &c, DType::F32, &Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("[1000, 64]") && err.contains("[1000, 32]"), "{err}");
+    let err = Gpt2LmHeadModel::load(&weights, &c, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors")
+            && err.contains("[1000, 64]")
+            && err.contains("[1000, 32]"),
+        "{err}"
+    );
 
     // An untied config needs an lm_head the checkpoint does not have.
     let c = config_with("tie_word_embeddings", false.into());
-    let err = Gpt2LmHeadModel::load(&weights, &c, DType::F32, &Device::Cpu).unwrap_err().to_string();
+    let err = Gpt2LmHeadModel::load(&weights, &c, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("lm_head.weight"), "{err}");
 }

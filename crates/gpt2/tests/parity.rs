@@ -34,7 +34,9 @@ fn check_case(name: &str, model: &Gpt2LmHeadModel, g: &Golden, case: &str) {
         args.attention_mask = Some(mask);
     }
     // Position ids are not passed: the model must derive them from the mask as generate() does.
-    let tt = g.has(&key("token_type_ids")).then(|| g.get(&key("token_type_ids")));
+    let tt = g
+        .has(&key("token_type_ids"))
+        .then(|| g.get(&key("token_type_ids")));
     args.token_type_ids = tt;
     let labels = g.has(&key("labels")).then(|| g.get(&key("labels")));
     args.labels = labels;
@@ -42,7 +44,12 @@ fn check_case(name: &str, model: &Gpt2LmHeadModel, g: &Golden, case: &str) {
     let out = model.forward(&args, None).unwrap();
     let what = |f: &str| format!("{name} {case} {f}");
     let rows = |t: &Tensor| real_rows(t, mask);
-    assert_close(&what("logits"), &rows(out.logits.as_ref().unwrap()), &rows(g.get(&key("logits"))), F32_TOL);
+    assert_close(
+        &what("logits"),
+        &rows(out.logits.as_ref().unwrap()),
+        &rows(g.get(&key("logits"))),
+        F32_TOL,
+    );
     assert_close(
         &what("last_hidden_state"),
         &rows(&out.last_hidden_state),
@@ -52,20 +59,37 @@ fn check_case(name: &str, model: &Gpt2LmHeadModel, g: &Golden, case: &str) {
     let hs = out.hidden_states.as_ref().unwrap();
     assert_eq!(hs.len(), model.config().n_layer + 1);
     for (i, h) in hs.iter().enumerate() {
-        assert_close(&what(&format!("hidden_states.{i}")), &rows(h), &rows(g.get(&key(&format!("hidden_states.{i}")))), F32_TOL);
+        assert_close(
+            &what(&format!("hidden_states.{i}")),
+            &rows(h),
+            &rows(g.get(&key(&format!("hidden_states.{i}")))),
+            F32_TOL,
+        );
     }
     let attn = out.attentions.as_ref().unwrap();
     assert_eq!(attn.len(), model.config().n_layer);
     for (i, a) in attn.iter().enumerate() {
         // [B, H, T, S] -> [B, T, H, S] so the real-row filter applies to the query axis.
         let a = a.transpose(1, 2).unwrap();
-        let w = g.get(&key(&format!("attentions.{i}"))).transpose(1, 2).unwrap();
-        assert_close(&what(&format!("attentions.{i}")), &rows(&a), &rows(&w), F32_TOL);
+        let w = g
+            .get(&key(&format!("attentions.{i}")))
+            .transpose(1, 2)
+            .unwrap();
+        assert_close(
+            &what(&format!("attentions.{i}")),
+            &rows(&a),
+            &rows(&w),
+            F32_TOL,
+        );
     }
     if labels.is_some() {
         let got = out.loss.unwrap().to_scalar::<f32>().unwrap();
         let want = g.get(&key("loss")).to_vec1::<f32>().unwrap()[0];
-        assert!((got - want).abs() <= F32_TOL * want.abs().max(1.0), "{}: {got} vs {want}", what("loss"));
+        assert!(
+            (got - want).abs() <= F32_TOL * want.abs().max(1.0),
+            "{}: {got} vs {want}",
+            what("loss")
+        );
     }
 }
 
@@ -104,7 +128,12 @@ fn cached_decoding_matches_transformers_and_the_full_forward() {
         args.logits_to_keep = 1;
         let out = model.forward(&args, Some(&mut cache)).unwrap();
         let prefill = out.logits.unwrap().i((.., 0, ..)).unwrap();
-        assert_close(&format!("{name} prefill"), &prefill, g.get("cache.prefill_logits"), F32_TOL);
+        assert_close(
+            &format!("{name} prefill"),
+            &prefill,
+            g.get("cache.prefill_logits"),
+            F32_TOL,
+        );
 
         let mut step_logits = Vec::new();
         for s in 0..n_steps {
@@ -115,7 +144,12 @@ fn cached_decoding_matches_transformers_and_the_full_forward() {
             args.attention_mask = Some(&mask);
             let out = model.forward(&args, Some(&mut cache)).unwrap();
             let logits = out.logits.unwrap().i((.., 0, ..)).unwrap();
-            assert_close(&format!("{name} step {s}"), &logits, &want_steps.i((.., s, ..)).unwrap(), F32_TOL);
+            assert_close(
+                &format!("{name} step {s}"),
+                &logits,
+                &want_steps.i((.., s, ..)).unwrap(),
+                F32_TOL,
+            );
             step_logits.push(logits);
         }
         assert_eq!(cache.seq_len(), ids.dims()[1] + n_steps);
@@ -128,7 +162,12 @@ fn cached_decoding_matches_transformers_and_the_full_forward() {
         let t0 = ids.dims()[1];
         for (s, logits) in step_logits.iter().enumerate() {
             let f = full.i((.., t0 + s, ..)).unwrap();
-            assert_close(&format!("{name} cached vs full, step {s}"), logits, &f, 1e-5);
+            assert_close(
+                &format!("{name} cached vs full, step {s}"),
+                logits,
+                &f,
+                1e-5,
+            );
         }
     }
 }

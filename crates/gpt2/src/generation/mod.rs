@@ -28,7 +28,9 @@ pub fn greedy_with(
     mut on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
     if prompt.is_empty() {
-        return Err(Error::Input("the prompt is empty: give at least one token".into()));
+        return Err(Error::Input(
+            "the prompt is empty: give at least one token".into(),
+        ));
     }
     let n_positions = model.config().n_positions;
     if prompt.len() + cfg.max_new_tokens > n_positions {
@@ -46,7 +48,10 @@ pub fn greedy_with(
     for _ in 0..cfg.max_new_tokens {
         let mut args = ForwardArgs::ids(&input);
         args.logits_to_keep = 1;
-        let logits = model.forward(&args, Some(&mut cache))?.logits.expect("lm head logits");
+        let logits = model
+            .forward(&args, Some(&mut cache))?
+            .logits
+            .expect("lm head logits");
         let next = logits
             .i((0, 0))?
             .to_dtype(DType::F32)?

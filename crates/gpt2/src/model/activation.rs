@@ -134,7 +134,11 @@ impl Act {
 }
 
 fn param(name: &'static str, value: f32, learned: bool) -> ActParam {
-    ActParam { name, value, learned }
+    ActParam {
+        name,
+        value,
+        learned,
+    }
 }
 
 /// xIELU's forward computes `softplus(alpha)` in the parameters' dtype (bf16 by default), so the
@@ -168,6 +172,7 @@ fn gelu_erf(x: f32) -> f32 {
 }
 
 /// The tanh approximation as transformers writes it (the reference for [`gelu_tanh_fast`]).
+#[cfg(test)]
 fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
 }
@@ -192,6 +197,8 @@ fn apply(kind: Activation, p: &ActParams, x: f32) -> f32 {
         Gelu10 => gelu_erf(x).clamp(-10.0, 10.0),
         QuickGelu => x * sigmoid(1.702 * x),
         Laplace => {
+            // transformers' constants (mu is rounded 1/sqrt 2, on purpose: use theirs).
+            #[allow(clippy::approx_constant)]
             let mu = 0.707_107f32;
             let sigma = 0.282_095f32;
             0.5 * (1.0 + libm::erff((x - mu) / (sigma * std::f32::consts::SQRT_2)))
@@ -246,7 +253,10 @@ mod tests {
             let err = (fast - reference).abs() / x.abs().max(1.0);
             worst = worst.max(err);
         }
-        assert!(worst < 5e-7, "fast GELU differs from the tanh formula by {worst:e}");
+        assert!(
+            worst < 5e-7,
+            "fast GELU differs from the tanh formula by {worst:e}"
+        );
         assert_eq!(gelu_tanh_fast(-100.0), 0.0);
         assert_eq!(gelu_tanh_fast(100.0), 100.0);
     }

@@ -21,7 +21,14 @@ pub struct Conv1D {
 }
 
 impl Conv1D {
-    fn load(w: &Weights, prefix: &str, nx: usize, nf: usize, dt: DType, dev: &Device) -> Result<Self> {
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        nx: usize,
+        nf: usize,
+        dt: DType,
+        dev: &Device,
+    ) -> Result<Self> {
         Ok(Conv1D {
             weight: w.get(&format!("{prefix}.weight"), &[nx, nf], dt, dev)?,
             bias: w.get(&format!("{prefix}.bias"), &[nf], dt, dev)?,
@@ -44,7 +51,14 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn load(w: &Weights, prefix: &str, n: usize, eps: f64, dt: DType, dev: &Device) -> Result<Self> {
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        n: usize,
+        eps: f64,
+        dt: DType,
+        dev: &Device,
+    ) -> Result<Self> {
         Ok(LayerNorm {
             weight: w.get(&format!("{prefix}.weight"), &[n], dt, dev)?,
             bias: w.get(&format!("{prefix}.bias"), &[n], dt, dev)?,
@@ -88,7 +102,14 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn load(w: &Weights, prefix: &str, cfg: &Config, layer_idx: usize, dt: DType, dev: &Device) -> Result<Self> {
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        cfg: &Config,
+        layer_idx: usize,
+        dt: DType,
+        dev: &Device,
+    ) -> Result<Self> {
         let e = cfg.n_embd;
         let mut scaling = 1.0f64;
         if cfg.scale_attn_weights {
@@ -206,9 +227,9 @@ impl Block {
         want_probs: bool,
         train: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (a, probs) = self
-            .attn
-            .forward(&self.ln_1.forward(x)?, mask, cache, want_probs, train)?;
+        let (a, probs) =
+            self.attn
+                .forward(&self.ln_1.forward(x)?, mask, cache, want_probs, train)?;
         let x = (x + a)?;
         let m = self.mlp.forward(&self.ln_2.forward(&x)?, train)?;
         Ok(((x + m)?, probs))
@@ -280,7 +301,11 @@ impl Gpt2Model {
         })
     }
 
-    pub(crate) fn forward_base(&self, args: &ForwardArgs, mut cache: Option<&mut Cache>) -> Result<BaseOutput> {
+    pub(crate) fn forward_base(
+        &self,
+        args: &ForwardArgs,
+        mut cache: Option<&mut Cache>,
+    ) -> Result<BaseOutput> {
         let cfg = &self.config;
         let past = cache.as_ref().map(|c| c.seq_len()).unwrap_or(0);
         let inputs_embeds = match (args.input_ids, args.inputs_embeds) {
@@ -289,11 +314,18 @@ impl Gpt2Model {
                     "give either input_ids or inputs_embeds, not both".into(),
                 ))
             }
-            (None, None) => return Err(Error::Input("input_ids or inputs_embeds is required".into())),
+            (None, None) => {
+                return Err(Error::Input(
+                    "input_ids or inputs_embeds is required".into(),
+                ))
+            }
             (Some(ids), None) => self.embed_tokens(ids)?,
             (None, Some(e)) => {
                 let (_, _, n) = e.dims3().map_err(|_| {
-                    Error::Input(format!("inputs_embeds must be [batch, seq, n_embd], got {:?}", e.dims()))
+                    Error::Input(format!(
+                        "inputs_embeds must be [batch, seq, n_embd], got {:?}",
+                        e.dims()
+                    ))
                 })?;
                 if n != cfg.n_embd {
                     return Err(Error::Input(format!(
@@ -342,12 +374,11 @@ impl Gpt2Model {
                 cfg.n_positions
             )));
         }
-        let pos = Tensor::from_vec(
-            position_ids.concat(),
-            (b * t,),
-            &self.device,
-        )?;
-        let position_embeds = self.wpe.index_select(&pos, 0)?.reshape((b, t, cfg.n_embd))?;
+        let pos = Tensor::from_vec(position_ids.concat(), (b * t,), &self.device)?;
+        let position_embeds = self
+            .wpe
+            .index_select(&pos, 0)?
+            .reshape((b, t, cfg.n_embd))?;
         let mut hidden = (inputs_embeds + position_embeds)?;
         if let Some(tt) = args.token_type_ids {
             hidden = (hidden + self.embed_tokens(tt)?)?;
@@ -362,7 +393,13 @@ impl Gpt2Model {
                 hs.push(hidden.clone());
             }
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            let (next, probs) = block.forward(&hidden, mask.as_ref(), layer_cache, args.output_attentions, args.train)?;
+            let (next, probs) = block.forward(
+                &hidden,
+                mask.as_ref(),
+                layer_cache,
+                args.output_attentions,
+                args.train,
+            )?;
             hidden = next;
             if let (Some(a), Some(p)) = (all_attn.as_mut(), probs) {
                 a.push(p);
@@ -389,7 +426,10 @@ impl Gpt2Model {
             )));
         }
         let flat = Tensor::from_vec(rows.concat(), (b * t,), &self.device)?;
-        Ok(self.wte.index_select(&flat, 0)?.reshape((b, t, self.config.n_embd))?)
+        Ok(self
+            .wte
+            .index_select(&flat, 0)?
+            .reshape((b, t, self.config.n_embd))?)
     }
 }
 
@@ -408,7 +448,12 @@ impl Gpt2LmHeadModel {
         let own = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(w.get("lm_head.weight", &[cfg.vocab_size, cfg.n_embd], dtype, device)?)
+            Some(w.get(
+                "lm_head.weight",
+                &[cfg.vocab_size, cfg.n_embd],
+                dtype,
+                device,
+            )?)
         };
         let tied = own.is_none();
         let lm_head = own.unwrap_or_else(|| transformer.wte.clone());
@@ -427,12 +472,18 @@ impl Gpt2LmHeadModel {
     /// final positions (what generation needs after prefill).
     pub fn forward(&self, args: &ForwardArgs, cache: Option<&mut Cache>) -> Result<ModelOutput> {
         if args.labels.is_some() && args.logits_to_keep != 0 {
-            return Err(Error::Input("labels need the logits of every position (logits_to_keep = 0)".into()));
+            return Err(Error::Input(
+                "labels need the logits of every position (logits_to_keep = 0)".into(),
+            ));
         }
         let base = self.transformer.forward_base(args, cache)?;
         let hidden = &base.last_hidden_state;
         let (b, t, e) = hidden.dims3()?;
-        let keep = if args.logits_to_keep == 0 { t } else { args.logits_to_keep.min(t) };
+        let keep = if args.logits_to_keep == 0 {
+            t
+        } else {
+            args.logits_to_keep.min(t)
+        };
         let h = hidden.narrow(1, t - keep, keep)?.reshape((b * keep, e))?;
         let logits = h.matmul(&self.lm_head.t()?)?.reshape((b, keep, ()))?;
         let loss = match args.labels {
@@ -476,7 +527,10 @@ impl Gpt2LmHeadModel {
                 } else {
                     Tensor::new(p.value, m.device())
                 };
-                push(&format!("mlp.act.{}", p.name), &t.expect("a small CPU tensor"));
+                push(
+                    &format!("mlp.act.{}", p.name),
+                    &t.expect("a small CPU tensor"),
+                );
             }
         }
         out.push(("transformer.ln_f.weight".into(), m.ln_f.weight.clone()));
@@ -495,7 +549,11 @@ impl Gpt2LmHeadModel {
             .map(|b| b.mlp.act.parameters().iter().filter(|p| !p.learned).count())
             .sum();
         let all: usize = self.state_dict().iter().map(|(_, t)| t.elem_count()).sum();
-        let tied = if self.tied { self.lm_head.elem_count() } else { 0 };
+        let tied = if self.tied {
+            self.lm_head.elem_count()
+        } else {
+            0
+        };
         all - buffers - tied
     }
 }
@@ -504,7 +562,9 @@ impl Gpt2LmHeadModel {
 /// transformers warns and drops unused tensors; here extra layers mean the wrong config.json.
 fn check_weights_match_config(w: &Weights, cfg: &Config) -> Result<()> {
     for name in w.names() {
-        let Some(rest) = name.strip_prefix("h.") else { continue };
+        let Some(rest) = name.strip_prefix("h.") else {
+            continue;
+        };
         let Some(idx) = rest.split('.').next().and_then(|s| s.parse::<usize>().ok()) else {
             continue;
         };
@@ -523,7 +583,12 @@ fn to_u32_rows(t: &Tensor, what: &str) -> Result<Vec<Vec<u32>>> {
     let t = match t.rank() {
         1 => t.unsqueeze(0)?,
         2 => t.clone(),
-        _ => return Err(Error::Input(format!("{what} must be [batch, seq], got {:?}", t.dims()))),
+        _ => {
+            return Err(Error::Input(format!(
+                "{what} must be [batch, seq], got {:?}",
+                t.dims()
+            )))
+        }
     };
     let as_i64 = t.to_dtype(DType::I64)?.to_vec2::<i64>()?;
     as_i64
@@ -531,7 +596,9 @@ fn to_u32_rows(t: &Tensor, what: &str) -> Result<Vec<Vec<u32>>> {
         .map(|row| {
             row.into_iter()
                 .map(|v| {
-                    u32::try_from(v).map_err(|_| Error::Input(format!("{what} has a negative or huge value {v}")))
+                    u32::try_from(v).map_err(|_| {
+                        Error::Input(format!("{what} has a negative or huge value {v}"))
+                    })
                 })
                 .collect()
         })
@@ -552,7 +619,12 @@ fn mask_rows(mask: &Tensor, b: usize, s: usize) -> Result<Vec<Vec<u32>>> {
 
 /// Position ids when none are given: from the attention mask as `generate` derives them
 /// (`cumsum(mask) - 1`, padding at 1), so left-padded rows start at 0; else past..past+T.
-fn derive_position_ids(mask: Option<&[Vec<u32>]>, b: usize, past: usize, t: usize) -> Vec<Vec<u32>> {
+fn derive_position_ids(
+    mask: Option<&[Vec<u32>]>,
+    b: usize,
+    past: usize,
+    t: usize,
+) -> Vec<Vec<u32>> {
     match mask {
         Some(rows) => rows
             .iter()
@@ -562,7 +634,11 @@ fn derive_position_ids(mask: Option<&[Vec<u32>]>, b: usize, past: usize, t: usiz
                     .iter()
                     .map(|&m| {
                         seen += (m != 0) as u32;
-                        if m == 0 { 1 } else { seen - 1 }
+                        if m == 0 {
+                            1
+                        } else {
+                            seen - 1
+                        }
                     })
                     .collect();
                 full[full.len() - t..].to_vec()
@@ -591,7 +667,7 @@ fn attention_bias(
     for bi in 0..b {
         for i in 0..t {
             for j in 0..s {
-                let visible = j <= past + i && mask.map_or(true, |rows| rows[bi][j] != 0);
+                let visible = j <= past + i && mask.is_none_or(|rows| rows[bi][j] != 0);
                 if !visible {
                     bias[(bi * t + i) * s + j] = f32::MIN;
                 }
@@ -614,17 +690,24 @@ mod tests {
             vec![vec![1, 1, 0, 1, 2], vec![0, 1, 2, 3, 4]]
         );
         // A decode step: the last column of the full mask's positions.
-        assert_eq!(derive_position_ids(Some(&mask), 2, 4, 1), vec![vec![2], vec![4]]);
+        assert_eq!(
+            derive_position_ids(Some(&mask), 2, 4, 1),
+            vec![vec![2], vec![4]]
+        );
         assert_eq!(derive_position_ids(None, 1, 3, 2), vec![vec![3, 4]]);
     }
 
     #[test]
     fn bias_is_causal_and_masks_padding() {
         let mask = vec![vec![0, 1, 1]];
-        let bias = attention_bias(Some(&mask), 1, 0, 3, &Device::Cpu).unwrap().unwrap();
+        let bias = attention_bias(Some(&mask), 1, 0, 3, &Device::Cpu)
+            .unwrap()
+            .unwrap();
         let v = bias.i((0, 0)).unwrap().to_vec2::<f32>().unwrap();
         let m = f32::MIN;
         assert_eq!(v, vec![vec![m, m, m], vec![m, 0.0, m], vec![m, 0.0, 0.0]]);
-        assert!(attention_bias(None, 1, 5, 1, &Device::Cpu).unwrap().is_none());
+        assert!(attention_bias(None, 1, 5, 1, &Device::Cpu)
+            .unwrap()
+            .is_none());
     }
 }

@@ -9,7 +9,10 @@ use candle_core::{DType, Device, Tensor};
 pub const GOLDEN_FORMAT_VERSION: &str = "1";
 
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(option_env!("FIXTURES").unwrap_or(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures")))
+    PathBuf::from(
+        option_env!("FIXTURES")
+            .unwrap_or(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures")),
+    )
 }
 
 pub fn model_dir(name: &str) -> PathBuf {
@@ -27,7 +30,10 @@ pub fn golden_models() -> Vec<String> {
         })
         .collect();
     names.sort();
-    assert!(names.len() >= 6, "expected the committed goldens, found {names:?}");
+    assert!(
+        names.len() >= 6,
+        "expected the committed goldens, found {names:?}"
+    );
     names
 }
 
@@ -38,7 +44,9 @@ pub struct Golden {
 
 impl Golden {
     pub fn load(name: &str) -> Golden {
-        let path = fixtures().join("golden").join(format!("{name}.safetensors"));
+        let path = fixtures()
+            .join("golden")
+            .join(format!("{name}.safetensors"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("golden header");
         let metadata = meta.metadata().clone().unwrap_or_default();
@@ -48,7 +56,8 @@ impl Golden {
             "{}: golden format version",
             path.display()
         );
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).expect("golden tensors");
+        let tensors =
+            candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).expect("golden tensors");
         Golden { tensors, metadata }
     }
 
@@ -67,8 +76,20 @@ impl Golden {
 /// so near-zero elements do not turn rounding noise into huge relative errors.
 pub fn scaled_error(got: &Tensor, want: &Tensor) -> f32 {
     assert_eq!(got.dims(), want.dims(), "shapes differ");
-    let g = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let w = want.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let g = got
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let w = want
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     let err = g.iter().zip(&w).fold(0f32, |m, (a, b)| {
         assert!(a.is_finite(), "non-finite value {a}");
@@ -93,7 +114,11 @@ pub fn real_rows(t: &Tensor, mask: &Tensor) -> Tensor {
     let mut shape = vec![b * tl];
     shape.extend(&rest);
     let flat = t.reshape(shape).unwrap();
-    let idx: Vec<u32> = (0..b * tl).filter(|&i| mask[i / tl][i % tl] == 1).map(|i| i as u32).collect();
+    let idx: Vec<u32> = (0..b * tl)
+        .filter(|&i| mask[i / tl][i % tl] == 1)
+        .map(|i| i as u32)
+        .collect();
     let n = idx.len();
-    flat.index_select(&Tensor::from_vec(idx, (n,), &Device::Cpu).unwrap(), 0).unwrap()
+    flat.index_select(&Tensor::from_vec(idx, (n,), &Device::Cpu).unwrap(), 0)
+        .unwrap()
 }
