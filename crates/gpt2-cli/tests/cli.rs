@@ -229,22 +229,9 @@ fn inspect_prints_the_pytorch_module_tree_and_state_dict() {
 
 #[test]
 fn generate_is_greedy_and_deterministic() {
-    let a = ok(&[
-        "generate",
-        "--model",
-        &model("gpt2-vocab"),
-        "--max-new-tokens",
-        "8",
-        "Hello",
-    ]);
-    let b = ok(&[
-        "generate",
-        "--model",
-        &model("gpt2-vocab"),
-        "--max-new-tokens",
-        "8",
-        "Hello",
-    ]);
+    let m = model("gpt2-vocab");
+    let args = ["generate", "--model", &m, "--max-new-tokens", "8", "Hello"];
+    let (a, b) = (ok(&args), ok(&args));
     assert_eq!(a, b);
     assert!(a.starts_with("Hello"));
 }

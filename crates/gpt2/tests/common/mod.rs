@@ -76,20 +76,11 @@ impl Golden {
 /// so near-zero elements do not turn rounding noise into huge relative errors.
 pub fn scaled_error(got: &Tensor, want: &Tensor) -> f32 {
     assert_eq!(got.dims(), want.dims(), "shapes differ");
-    let g = got
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let w = want
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let flat = |t: &Tensor| {
+        let t = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+        t.to_vec1::<f32>().unwrap()
+    };
+    let (g, w) = (flat(got), flat(want));
     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     let err = g.iter().zip(&w).fold(0f32, |m, (a, b)| {
         assert!(a.is_finite(), "non-finite value {a}");
