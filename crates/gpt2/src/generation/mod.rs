@@ -1,6 +1,10 @@
 //! Text generation. The one decoding loop of the project lives here; the CLI and the pipelines
 //! call it.
 
+mod config;
+
+pub use config::{EarlyStopping, GenerationConfig, GenerationMode};
+
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 use crate::error::{Error, Result};
