@@ -2,6 +2,7 @@
 //! (`error: ...`) with a non-zero exit status.
 
 mod bench;
+mod generate;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -10,7 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
-use gpt2::generation::{self, GreedyConfig};
 use gpt2::model::{module_tree, ForwardArgs};
 use gpt2::weights::{resolve_model_dir, ResolveOptions};
 use gpt2::{Config, LoadOptions, Pretrained};
@@ -96,15 +96,36 @@ enum Command {
         #[arg(required = true)]
         texts: Vec<String>,
     },
-    /// Continue a prompt (greedy decoding).
+    /// Continue prompts with any decoding strategy of transformers' generate.
     Generate {
         #[arg(long)]
         model: String,
-        #[arg(long, default_value_t = 20)]
-        max_new_tokens: usize,
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
-        prompt: String,
+        /// Print text as it is generated (one prompt, no beams).
+        #[arg(long)]
+        stream: bool,
+        /// One JSON array: {"prompt", "sequences": [{"generated_ids", "text", "score"}]} per prompt.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        flags: generate::GenerateFlags,
+        #[arg(required = true)]
+        prompts: Vec<String>,
+    },
+    /// The most likely next tokens after a text, with logits and probabilities.
+    NextToken {
+        #[arg(long)]
+        model: String,
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f64,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        text: String,
     },
     /// Time loading and prefill against transformers (PyTorch) in the same run.
     Bench {
@@ -169,10 +190,26 @@ fn run(command: Command) -> Result<()> {
         ),
         Command::Generate {
             model,
-            max_new_tokens,
             dtype,
-            prompt,
-        } => generate(&model, max_new_tokens, dtype.into(), &prompt),
+            stream,
+            json,
+            flags,
+            prompts,
+        } => generate::generate(&load(&model, dtype.into())?, &flags, &prompts, stream, json),
+        Command::NextToken {
+            model,
+            top_k,
+            temperature,
+            json,
+            dtype,
+            text,
+        } => generate::next_token(
+            &load(&model, dtype.into())?,
+            &text,
+            top_k,
+            temperature,
+            json,
+        ),
         Command::Inspect { model, dtype } => inspect(&model, dtype.into()),
         Command::Bench {
             model,
@@ -347,40 +384,6 @@ fn forward(
         enc.input_ids[0].len(),
         out.display()
     );
-    Ok(())
-}
-
-fn generate(model: &str, max_new_tokens: usize, dtype: DType, prompt: &str) -> Result<()> {
-    let p = load(model, dtype)?;
-    let tok = p.tokenizer()?;
-    let ids = tok.encode(prompt);
-    if ids.is_empty() {
-        bail!("the prompt encodes to no tokens; give some text");
-    }
-    let cfg = GreedyConfig {
-        max_new_tokens,
-        eos_token_ids: p.config.eos_token_ids(),
-    };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    write!(out, "{prompt}")?;
-    out.flush()?;
-    let mut stream = tok.decode_stream(false);
-    let mut write_err = None;
-    generation::greedy_with(&p.model, &ids, &cfg, |id| {
-        if let Some(text) = stream.step(id) {
-            if let Err(e) = write!(out, "{text}").and_then(|_| out.flush()) {
-                write_err.get_or_insert(e);
-            }
-        }
-    })?;
-    if let Some(e) = write_err {
-        return Err(e.into());
-    }
-    if let Some(rest) = stream.flush() {
-        write!(out, "{rest}")?;
-    }
-    writeln!(out)?;
     Ok(())
 }
 

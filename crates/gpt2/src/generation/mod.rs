@@ -1,72 +1,231 @@
-//! Text generation. The one decoding loop of the project lives here; the CLI and the pipelines
-//! call it.
+//! Text generation: `transformers`' `generate` for GPT-2. The one decoding loop of the project
+//! lives here; the CLI and the pipelines call [`generate`].
+//!
+//! Inputs are rows of token ids, left-padded to one length with an attention mask (what the
+//! tokenizer's `encode_batch_padded` gives). Outputs follow `return_dict_in_generate`:
+//! sequences, and on request per-step processed scores, raw logits, hidden states, attentions,
+//! beam indices and sequence scores.
 
+mod beam;
 mod config;
+pub mod processors;
+mod rng;
+mod runner;
+mod sample;
+mod stopping;
 
 pub use config::{EarlyStopping, GenerationConfig, GenerationMode};
+pub use rng::Rng;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::Tensor;
+use gpt2_tokenizer::Tokenizer;
 
 use crate::error::{Error, Result};
-use crate::model::{Cache, ForwardArgs, Gpt2LmHeadModel};
+use crate::model::Gpt2LmHeadModel;
 
-/// Settings for greedy decoding.
-#[derive(Debug, Clone)]
-pub struct GreedyConfig {
-    pub max_new_tokens: usize,
-    /// Generation stops after any of these is produced (it is kept in the output).
-    pub eos_token_ids: Vec<u32>,
+/// The prompts: rows of ids of one length, left-padded, with their attention mask (None means
+/// no padding).
+#[derive(Debug, Clone, Copy)]
+pub struct Prompts<'a> {
+    pub input_ids: &'a [Vec<u32>],
+    pub attention_mask: Option<&'a [Vec<u32>]>,
 }
 
-/// Greedy decoding of one prompt through the KV cache. Returns the new tokens only (an eos that
-/// ended generation included). Prefill computes logits for the last position only.
-pub fn greedy(model: &Gpt2LmHeadModel, prompt: &[u32], cfg: &GreedyConfig) -> Result<Vec<u32>> {
-    greedy_with(model, prompt, cfg, |_| {})
+/// Called once per step with the token chosen for every row (pad for finished rows), the way
+/// transformers' streamers receive them. Return false to stop generating.
+pub type OnStep<'a> = dyn FnMut(&[u32]) -> bool + 'a;
+
+/// Everything besides the config that a call may bring.
+#[derive(Default)]
+pub struct GenerateOptions<'a> {
+    /// Needed for stop strings (transformers asks for the tokenizer there too).
+    pub tokenizer: Option<&'a Tokenizer>,
+    /// Streaming: the tokens of each step as they are chosen. Not with beam methods.
+    pub on_step: Option<&'a mut OnStep<'a>>,
 }
 
-/// [`greedy`], calling `on_token` with each new token as soon as it is chosen (streaming).
-pub fn greedy_with(
-    model: &Gpt2LmHeadModel,
-    prompt: &[u32],
-    cfg: &GreedyConfig,
-    mut on_token: impl FnMut(u32),
-) -> Result<Vec<u32>> {
-    if prompt.is_empty() {
-        return Err(Error::Input(
-            "the prompt is empty: give at least one token".into(),
-        ));
-    }
-    let n_positions = model.config().n_positions;
-    if prompt.len() + cfg.max_new_tokens > n_positions {
-        return Err(Error::Input(format!(
-            "prompt ({} tokens) + max_new_tokens ({}) exceeds the model's {} positions",
-            prompt.len(),
-            cfg.max_new_tokens,
-            n_positions
-        )));
-    }
-    let device = Device::Cpu;
-    let mut cache = Cache::new(model.config().n_layer);
-    let mut input = Tensor::new(prompt, &device)?.unsqueeze(0)?;
-    let mut out = Vec::with_capacity(cfg.max_new_tokens);
-    for _ in 0..cfg.max_new_tokens {
-        let mut args = ForwardArgs::ids(&input);
-        args.logits_to_keep = 1;
-        let logits = model
-            .forward(&args, Some(&mut cache))?
-            .logits
-            .expect("lm head logits");
-        let next = logits
-            .i((0, 0))?
-            .to_dtype(DType::F32)?
-            .argmax(0)?
-            .to_scalar::<u32>()?;
-        out.push(next);
-        on_token(next);
-        if cfg.eos_token_ids.contains(&next) {
-            break;
+/// `GenerateDecoderOnlyOutput` / `GenerateBeamDecoderOnlyOutput`.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateOutput {
+    /// batch * num_return_sequences rows: the prompt as given (padding included), then the new
+    /// tokens, finished rows filled with pad_token_id.
+    pub sequences: Vec<Vec<u32>>,
+    /// Length of the (padded) prompt part of every row.
+    pub prompt_len: usize,
+    pub vocab_size: usize,
+    /// Beam methods: the final score of each returned sequence.
+    pub sequences_scores: Option<Vec<f32>>,
+    /// Per step, the processed scores of every row searched (rows x vocab).
+    pub scores: Option<Vec<Vec<f32>>>,
+    /// Per step, the raw logits of every row searched (rows x vocab).
+    pub logits: Option<Vec<Vec<f32>>>,
+    /// Beam methods: for every returned sequence and step, the beam row its token came from
+    /// (-1 past its end).
+    pub beam_indices: Option<Vec<Vec<i64>>>,
+    /// Per step, the model's hidden states (n_layer + 1 tensors).
+    pub hidden_states: Option<Vec<Vec<Tensor>>>,
+    /// Per step, the model's attentions (n_layer tensors).
+    pub attentions: Option<Vec<Vec<Tensor>>>,
+}
+
+impl GenerateOutput {
+    /// The new tokens of row `i`, without trailing padding (an eos that ended it is kept).
+    pub fn generated(&self, i: usize, pad: Option<u32>, eos: &[u32]) -> Vec<u32> {
+        let new = &self.sequences[i][self.prompt_len..];
+        let mut out = Vec::new();
+        for &t in new {
+            out.push(t);
+            if eos.contains(&t) {
+                return out;
+            }
         }
-        input = Tensor::new(&[next], &device)?.unsqueeze(0)?;
+        // No eos: trailing pad tokens (when pad is not eos) are filling, not generated.
+        if let Some(p) = pad {
+            while out.last() == Some(&p) {
+                out.pop();
+            }
+        }
+        out
     }
-    Ok(out)
+
+    /// `compute_transition_scores(sequences, scores, beam_indices, normalize_logits)`: the
+    /// processed score of each chosen token, per returned row and step (0 past a row's end).
+    pub fn transition_scores(&self, normalize_logits: bool) -> Option<Vec<Vec<f32>>> {
+        let scores = self.scores.as_ref()?;
+        let v = self.vocab_size;
+        let steps = scores.len();
+        let mut normalized;
+        let scores = if normalize_logits {
+            normalized = scores.clone();
+            for step in normalized.iter_mut() {
+                for row in step.chunks_mut(v) {
+                    sample::log_softmax_in_place(row);
+                }
+            }
+            &normalized
+        } else {
+            scores
+        };
+        let rows = self.sequences.len();
+        let mut out = vec![vec![0f32; steps]; rows];
+        for (r, row_out) in out.iter_mut().enumerate() {
+            for (s, slot) in row_out.iter_mut().enumerate() {
+                let Some(&token) = self.sequences[r].get(self.prompt_len + s) else {
+                    continue;
+                };
+                let src = match &self.beam_indices {
+                    Some(bi) => match bi[r].get(s) {
+                        Some(&b) if b >= 0 => b as usize,
+                        _ => continue,
+                    },
+                    None => r,
+                };
+                *slot = scores[s][src * v + token as usize];
+            }
+        }
+        Some(out)
+    }
+}
+
+/// `model.generate(input_ids, attention_mask=..., generation_config=cfg)`.
+pub fn generate(
+    model: &Gpt2LmHeadModel,
+    prompts: Prompts,
+    cfg: &GenerationConfig,
+    opts: GenerateOptions,
+) -> Result<GenerateOutput> {
+    let plan = Plan::new(model, prompts, cfg)?;
+    match cfg.mode() {
+        GenerationMode::Greedy | GenerationMode::Sample => sample::run(model, &plan, cfg, opts),
+        GenerationMode::BeamSearch | GenerationMode::BeamSample => {
+            if opts.on_step.is_some() {
+                return Err(Error::Input(
+                    "streaming cannot be used with beam search".into(),
+                ));
+            }
+            beam::run(model, &plan, cfg)
+        }
+        mode => Err(Error::Input(format!("{mode:?} is not implemented yet"))),
+    }
+}
+
+/// What every strategy needs to know before its loop, derived once and checked.
+pub(crate) struct Plan {
+    pub input_ids: Vec<Vec<u32>>,
+    pub attention_mask: Vec<Vec<u32>>,
+    pub prompt_len: usize,
+    /// transformers' max_length: prompt (with padding) + max new tokens.
+    pub max_length: usize,
+    pub eos: Vec<u32>,
+    pub pad: Option<u32>,
+}
+
+impl Plan {
+    fn new(model: &Gpt2LmHeadModel, prompts: Prompts, cfg: &GenerationConfig) -> Result<Plan> {
+        let mut input_ids = prompts.input_ids.to_vec();
+        if input_ids.is_empty() {
+            return Err(Error::Input("no prompts given".into()));
+        }
+        let t = input_ids[0].len();
+        if input_ids.iter().any(|r| r.len() != t) {
+            return Err(Error::Input(
+                "prompts must be padded to one length (left padding with an attention mask)".into(),
+            ));
+        }
+        let mut attention_mask = match prompts.attention_mask {
+            Some(m) => {
+                if m.len() != input_ids.len() || m.iter().any(|r| r.len() != t) {
+                    return Err(Error::Input(
+                        "attention_mask must have the prompts' shape".into(),
+                    ));
+                }
+                m.to_vec()
+            }
+            None => vec![vec![1; t]; input_ids.len()],
+        };
+        if t == 0 {
+            // transformers starts an empty prompt from bos.
+            let bos = cfg.bos_token_id().ok_or_else(|| {
+                Error::Input(
+                    "the prompt is empty and there is no bos_token_id to start from".into(),
+                )
+            })?;
+            input_ids.iter_mut().for_each(|r| r.push(bos));
+            attention_mask.iter_mut().for_each(|r| r.push(1));
+        }
+        let prompt_len = input_ids[0].len();
+        cfg.validate(model.config().n_positions, prompt_len)?;
+        if let Some(stops) = &cfg.stop_strings {
+            if stops.iter().any(String::is_empty) {
+                return Err(Error::Input("stop strings must not be empty".into()));
+            }
+        }
+        let vocab = model.config().vocab_size as u32;
+        if let Some(bad) = input_ids.iter().flatten().find(|&&id| id >= vocab) {
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary ({vocab})"
+            )));
+        }
+        let eos = cfg.eos_token_ids();
+        // transformers: no pad_token_id but an eos -> pad with the (first) eos, with a warning.
+        let pad = cfg.pad_token_id().or_else(|| eos.first().copied());
+        Ok(Plan {
+            input_ids,
+            attention_mask,
+            prompt_len,
+            max_length: prompt_len + cfg.max_new_tokens_for(prompt_len),
+            eos,
+            pad,
+        })
+    }
+
+    /// Each row repeated `n` times in place (repeat_interleave), mask too.
+    pub fn expanded(&self, n: usize) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+        let rep = |rows: &[Vec<u32>]| {
+            rows.iter()
+                .flat_map(|r| std::iter::repeat_n(r.clone(), n))
+                .collect()
+        };
+        (rep(&self.input_ids), rep(&self.attention_mask))
+    }
 }

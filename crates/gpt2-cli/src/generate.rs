@@ -1,0 +1,290 @@
+//! `gpt2 generate` and `gpt2 next-token`: flags become a per-call override of the model's
+//! generation_config.json, and the library's `generate` does the rest.
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use clap::Args;
+use gpt2::generation::{self, GenerateOptions, GenerationConfig, Prompts};
+use gpt2::model::ForwardArgs;
+use gpt2::Pretrained;
+use gpt2_tokenizer::{PaddingOptions, PaddingSide};
+use serde_json::{json, Map, Value};
+
+/// Decoding settings; each one given overrides generation_config.json.
+#[derive(Args, Debug, Default)]
+pub struct GenerateFlags {
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    #[arg(long)]
+    max_length: Option<usize>,
+    #[arg(long)]
+    min_new_tokens: Option<usize>,
+    #[arg(long)]
+    do_sample: bool,
+    #[arg(long)]
+    temperature: Option<f64>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long)]
+    typical_p: Option<f64>,
+    #[arg(long)]
+    min_p: Option<f64>,
+    #[arg(long)]
+    repetition_penalty: Option<f64>,
+    #[arg(long)]
+    no_repeat_ngram_size: Option<usize>,
+    #[arg(long)]
+    num_beams: Option<usize>,
+    #[arg(long)]
+    num_beam_groups: Option<usize>,
+    #[arg(long)]
+    diversity_penalty: Option<f64>,
+    #[arg(long)]
+    penalty_alpha: Option<f64>,
+    #[arg(long)]
+    length_penalty: Option<f64>,
+    /// Stop beams once num_beams hypotheses are finished.
+    #[arg(long)]
+    early_stopping: bool,
+    #[arg(long)]
+    num_return_sequences: Option<usize>,
+    /// Stop when the generated text contains this (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl GenerateFlags {
+    fn overrides(&self) -> Value {
+        let mut m = Map::new();
+        let mut set = |k: &str, v: Value| {
+            m.insert(k.to_string(), v);
+        };
+        macro_rules! opt {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field {
+                    set(stringify!($field), json!(v));
+                }
+            )*};
+        }
+        opt!(
+            max_new_tokens,
+            max_length,
+            min_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            typical_p,
+            min_p,
+            repetition_penalty,
+            no_repeat_ngram_size,
+            num_beams,
+            num_beam_groups,
+            diversity_penalty,
+            penalty_alpha,
+            length_penalty,
+            num_return_sequences,
+            seed
+        );
+        if self.do_sample {
+            set("do_sample", json!(true));
+        }
+        if self.early_stopping {
+            set("early_stopping", json!(true));
+        }
+        if !self.stop.is_empty() {
+            set("stop_strings", json!(self.stop));
+        }
+        Value::Object(m)
+    }
+}
+
+fn base_config(p: &Pretrained) -> Result<GenerationConfig> {
+    let path = p.dir.join("generation_config.json");
+    let mut cfg = if path.exists() {
+        GenerationConfig::from_file(&path)?
+    } else {
+        GenerationConfig::from_model_config(&p.config)
+    };
+    // Special tokens missing from generation_config.json come from config.json, as in transformers.
+    if cfg.eos_token_id.is_none() {
+        cfg.eos_token_id = p.config.eos_token_id.clone();
+    }
+    if cfg.bos_token_id.is_none() {
+        cfg.bos_token_id = p.config.bos_token_id.clone();
+    }
+    if cfg.pad_token_id.is_none() {
+        cfg.pad_token_id = p.config.pad_token_id.clone();
+    }
+    Ok(cfg)
+}
+
+pub fn generate(
+    p: &Pretrained,
+    flags: &GenerateFlags,
+    prompts: &[String],
+    stream: bool,
+    as_json: bool,
+) -> Result<()> {
+    let tok = p.tokenizer()?.clone().with_pad_token_eos();
+    let mut cfg = base_config(p)?.with_overrides(&flags.overrides())?;
+    cfg.return_dict_in_generate = true;
+    cfg.output_scores = true;
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let enc = tok.encode_batch_padded(
+        &refs,
+        &PaddingOptions {
+            side: PaddingSide::Left,
+            ..PaddingOptions::default()
+        },
+    )?;
+    let eos = cfg.eos_token_ids();
+    let pad = cfg.pad_token_id().or_else(|| eos.first().copied());
+    let stdout = std::io::stdout();
+
+    if stream {
+        if prompts.len() != 1 || cfg.num_return_sequences != 1 || cfg.num_beams != 1 {
+            bail!("--stream works with one prompt, one returned sequence and no beams");
+        }
+        let mut out = stdout.lock();
+        write!(out, "{}", prompts[0])?;
+        out.flush()?;
+        let mut decoder = tok.decode_stream(false);
+        let mut write_err: Option<std::io::Error> = None;
+        let mut on_step = |tokens: &[u32]| {
+            if let Some(text) = decoder.step(tokens[0]) {
+                if let Err(e) = write!(out, "{text}").and_then(|_| out.flush()) {
+                    write_err = Some(e);
+                    return false;
+                }
+            }
+            true
+        };
+        generation::generate(
+            &p.model,
+            Prompts {
+                input_ids: &enc.input_ids,
+                attention_mask: Some(&enc.attention_mask),
+            },
+            &cfg,
+            GenerateOptions {
+                tokenizer: Some(&tok),
+                on_step: Some(&mut on_step),
+            },
+        )?;
+        if let Some(e) = write_err {
+            return Err(e.into());
+        }
+        let mut out = stdout.lock();
+        if let Some(rest) = decoder.flush() {
+            write!(out, "{rest}")?;
+        }
+        writeln!(out)?;
+        return Ok(());
+    }
+
+    let res = generation::generate(
+        &p.model,
+        Prompts {
+            input_ids: &enc.input_ids,
+            attention_mask: Some(&enc.attention_mask),
+        },
+        &cfg,
+        GenerateOptions {
+            tokenizer: Some(&tok),
+            on_step: None,
+        },
+    )?;
+    // Beam methods score sequences themselves; otherwise the sum of the chosen tokens'
+    // log-probabilities (compute_transition_scores with normalize_logits).
+    let logprobs = res.transition_scores(true);
+    let per_prompt = res.sequences.len() / prompts.len();
+    let mut entries = Vec::new();
+    let mut out = stdout.lock();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let mut seqs = Vec::new();
+        for k in 0..per_prompt {
+            let row = i * per_prompt + k;
+            let ids = res.generated(row, pad, &eos);
+            let text = tok.decode(&ids, true)?;
+            let score = match &res.sequences_scores {
+                Some(s) => s[row],
+                None => logprobs
+                    .as_ref()
+                    .map(|l| l[row][..ids.len()].iter().sum())
+                    .unwrap_or(f32::NAN),
+            };
+            if !as_json {
+                if per_prompt > 1 {
+                    writeln!(out, "--- {} ({score:.4})", k + 1)?;
+                }
+                writeln!(out, "{prompt}{text}")?;
+            }
+            seqs.push(json!({"generated_ids": ids, "text": text, "score": score}));
+        }
+        entries.push(json!({"prompt": prompt, "sequences": seqs}));
+    }
+    if as_json {
+        serde_json::to_writer(&mut out, &entries)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// The top-k next tokens with id, text, logit and probability.
+pub fn next_token(
+    p: &Pretrained,
+    text: &str,
+    top_k: usize,
+    temperature: f64,
+    as_json: bool,
+) -> Result<()> {
+    if !(temperature > 0.0) {
+        bail!("--temperature must be positive");
+    }
+    let tok = p.tokenizer()?;
+    let ids = tok.encode(text);
+    if ids.is_empty() {
+        bail!("the text encodes to no tokens");
+    }
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+    let mut args = ForwardArgs::ids(&input);
+    args.logits_to_keep = 1;
+    let logits = p
+        .model
+        .forward(&args, None)?
+        .logits
+        .context("LM head logits")?;
+    let logits: Vec<f32> = logits.i((0, 0))?.to_dtype(DType::F32)?.to_vec1()?;
+    let scaled: Vec<f64> = logits.iter().map(|&l| l as f64 / temperature).collect();
+    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = scaled.iter().map(|s| (s - max).exp()).sum();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    let mut rows = Vec::new();
+    let mut out = std::io::stdout().lock();
+    for &i in order.iter().take(top_k) {
+        let prob = (scaled[i] - max).exp() / sum;
+        let piece = tok.decode(&[i as u32], false)?;
+        if !as_json {
+            writeln!(
+                out,
+                "{i:>6}  {:<20}  logit {:>9.4}  p {:.6}",
+                format!("{piece:?}"),
+                logits[i],
+                prob
+            )?;
+        }
+        rows.push(json!({"id": i, "text": piece, "logit": logits[i], "probability": prob}));
+    }
+    if as_json {
+        serde_json::to_writer(&mut out, &rows)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! Beam search and beam sampling, step for step as transformers 4.46's `_beam_search` with its
+//! BeamSearchScorer and BeamHypotheses (including their tie-breaking), so the same beams win.
+
+use std::time::Instant;
+
+use super::processors::build_processors;
+use super::rng::Rng;
+use super::runner::Runner;
+use super::sample::{log_softmax_in_place, softmax_in_place};
+use super::stopping::Stopping;
+use super::{EarlyStopping, GenerateOutput, GenerationConfig, Plan};
+use crate::error::{Error, Result};
+use crate::model::Gpt2LmHeadModel;
+
+/// A finished hypothesis: its score, tokens (without the eos that ended it) and beam path.
+#[derive(Debug, Clone)]
+struct Hyp {
+    score: f64,
+    tokens: Vec<u32>,
+    beam_indices: Vec<i64>,
+}
+
+/// The n best finished hypotheses of one batch row (BeamHypotheses).
+struct Hypotheses {
+    num_beams: usize,
+    length_penalty: f64,
+    early_stopping: EarlyStopping,
+    max_length: usize,
+    beams: Vec<Hyp>,
+    worst_score: f64,
+}
+
+impl Hypotheses {
+    fn new(num_beams: usize, cfg: &GenerationConfig, max_length: usize) -> Hypotheses {
+        Hypotheses {
+            num_beams,
+            length_penalty: cfg.length_penalty,
+            early_stopping: cfg.early_stopping,
+            max_length,
+            beams: Vec::new(),
+            worst_score: 1e9,
+        }
+    }
+
+    fn add(
+        &mut self,
+        tokens: Vec<u32>,
+        sum_logprobs: f64,
+        beam_indices: Vec<i64>,
+        generated_len: usize,
+    ) {
+        let score = sum_logprobs / (generated_len as f64).powf(self.length_penalty);
+        if self.beams.len() < self.num_beams || score > self.worst_score {
+            self.beams.push(Hyp {
+                score,
+                tokens,
+                beam_indices,
+            });
+            if self.beams.len() > self.num_beams {
+                // sorted([(s, idx)]): the lowest score goes; ties go by insertion index.
+                let mut order: Vec<(f64, usize)> = self
+                    .beams
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (h.score, i))
+                    .collect();
+                order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                self.beams.remove(order[0].1);
+                self.worst_score = order[1].0;
+            } else {
+                self.worst_score = self.worst_score.min(score);
+            }
+        }
+    }
+
+    fn is_done(&self, best_sum_logprobs: f64, cur_len: usize, prompt_len: usize) -> bool {
+        if self.beams.len() < self.num_beams {
+            return false;
+        }
+        let lp = self.length_penalty;
+        let highest = match self.early_stopping {
+            EarlyStopping::True => return true,
+            EarlyStopping::False => best_sum_logprobs / ((cur_len - prompt_len) as f64).powf(lp),
+            EarlyStopping::Never => {
+                let len = if lp > 0.0 { self.max_length } else { cur_len };
+                best_sum_logprobs / ((len - prompt_len) as f64).powf(lp)
+            }
+        };
+        self.worst_score >= highest
+    }
+}
+
+/// The top `k` of `scores` by value, largest first (torch.topk, sorted): equal values keep
+/// index order.
+fn top_k(scores: &[f32], k: usize) -> Vec<(f32, usize)> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    let k = k.min(idx.len());
+    let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k, cmp);
+        idx.truncate(k);
+    }
+    idx.sort_by(cmp);
+    idx.into_iter().map(|i| (scores[i], i)).collect()
+}
+
+/// `torch.multinomial(probs, k)` without replacement, then sorted by score descending.
+fn sample_k(rng: &mut Rng, scores: &[f32], k: usize) -> Result<Vec<(f32, usize)>> {
+    let mut probs = scores.to_vec();
+    softmax_in_place(&mut probs);
+    let mut picked = Vec::with_capacity(k);
+    for _ in 0..k {
+        let i = rng
+            .categorical(&probs)
+            .ok_or_else(|| Error::Input("too few tokens left to sample the beams from".into()))?;
+        probs[i] = 0.0;
+        picked.push((scores[i], i));
+    }
+    picked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    Ok(picked)
+}
+
+pub(crate) fn run(
+    model: &Gpt2LmHeadModel,
+    plan: &Plan,
+    cfg: &GenerationConfig,
+) -> Result<GenerateOutput> {
+    let num_beams = cfg.num_beams;
+    let batch = plan.input_ids.len();
+    let (mut rows, mask) = plan.expanded(num_beams);
+    let processors = build_processors(cfg, plan.prompt_len, plan.max_length)?;
+    let stopping = Stopping {
+        max_length: plan.max_length,
+        max_time: cfg.max_time,
+        start: Instant::now(),
+        eos: plan.eos.clone(),
+        stop_strings: Vec::new(),
+        tokenizer: None,
+        prompt_len: plan.prompt_len,
+    };
+    let mut rng = match cfg.seed {
+        Some(s) => Rng::new(s),
+        None => Rng::from_entropy(),
+    };
+    let record = cfg.return_dict_in_generate;
+    let want_scores = record && cfg.output_scores;
+    let mut out = GenerateOutput {
+        prompt_len: plan.prompt_len,
+        vocab_size: model.config().vocab_size,
+        scores: want_scores.then(Vec::new),
+        logits: (record && cfg.output_logits == Some(true)).then(Vec::new),
+        hidden_states: (record && cfg.output_hidden_states).then(Vec::new),
+        attentions: (record && cfg.output_attentions).then(Vec::new),
+        ..Default::default()
+    };
+
+    let mut runner = Runner::new(model, mask);
+    runner.output_hidden_states = out.hidden_states.is_some();
+    runner.output_attentions = out.attentions.is_some();
+    let v = runner.vocab_size();
+    let mut hyps: Vec<Hypotheses> = (0..batch)
+        .map(|_| Hypotheses::new(num_beams, cfg, plan.max_length))
+        .collect();
+    let mut done = vec![false; batch];
+    // Only the first beam of each row starts live, so the first step does not pick n copies.
+    let mut beam_scores: Vec<f32> = (0..batch * num_beams)
+        .map(|i| if i % num_beams == 0 { 0.0 } else { -1e9 })
+        .collect();
+    let mut beam_paths: Vec<Vec<i64>> = vec![Vec::new(); batch * num_beams];
+    let n_keep = (1 + plan.eos.len()).max(2) * num_beams;
+
+    let mut step = runner.prefill(&rows)?;
+    loop {
+        let raw = step.logits;
+        let mut scores = raw.clone();
+        for row in scores.chunks_mut(v) {
+            log_softmax_in_place(row);
+        }
+        processors.process(&rows, &mut scores, v);
+        let cur_len = rows[0].len() + 1;
+        let mut next_scores = vec![0f32; batch * num_beams];
+        let mut next_tokens = vec![0u32; batch * num_beams];
+        let mut next_rows = vec![0usize; batch * num_beams];
+        for b in 0..batch {
+            let base = b * num_beams;
+            if done[b] {
+                let pad = plan.pad.ok_or_else(|| {
+                    Error::Input("beam search needs a pad_token_id (or an eos to pad with)".into())
+                })?;
+                for j in 0..num_beams {
+                    next_scores[base + j] = 0.0;
+                    next_tokens[base + j] = pad;
+                    next_rows[base + j] = base;
+                }
+                continue;
+            }
+            // Scores of this row's beams, flattened to num_beams * vocab, plus each beam's total.
+            let mut flat = Vec::with_capacity(num_beams * v);
+            for j in 0..num_beams {
+                let r = base + j;
+                flat.extend(
+                    scores[r * v..(r + 1) * v]
+                        .iter()
+                        .map(|s| s + beam_scores[r]),
+                );
+            }
+            let candidates = if cfg.do_sample {
+                sample_k(&mut rng, &flat, n_keep)?
+            } else {
+                top_k(&flat, n_keep)
+            };
+            let mut j = 0;
+            for (rank, &(score, flat_idx)) in candidates.iter().enumerate() {
+                let (beam, token) = (flat_idx / v, (flat_idx % v) as u32);
+                let src = base + beam;
+                if plan.eos.contains(&token) {
+                    if rank >= num_beams {
+                        continue;
+                    }
+                    let mut path = beam_paths[src].clone();
+                    path.push(src as i64);
+                    hyps[b].add(
+                        rows[src].clone(),
+                        score as f64,
+                        path,
+                        cur_len - plan.prompt_len,
+                    );
+                } else {
+                    next_scores[base + j] = score;
+                    next_tokens[base + j] = token;
+                    next_rows[base + j] = src;
+                    j += 1;
+                }
+                if j == num_beams {
+                    break;
+                }
+            }
+            if j < num_beams {
+                return Err(Error::Input(format!(
+                    "too many of the top tokens are eos ({:?}) to keep {num_beams} beams",
+                    plan.eos
+                )));
+            }
+            let best = candidates
+                .iter()
+                .map(|c| c.0)
+                .fold(f32::NEG_INFINITY, f32::max);
+            done[b] = done[b] || hyps[b].is_done(best as f64, cur_len, plan.prompt_len);
+        }
+        if let Some(s) = out.scores.as_mut() {
+            s.push(scores);
+        }
+        if let Some(l) = out.logits.as_mut() {
+            l.push(raw);
+        }
+        if let (Some(h), Some(hs)) = (out.hidden_states.as_mut(), step.hidden_states) {
+            h.push(hs);
+        }
+        if let (Some(a), Some(at)) = (out.attentions.as_mut(), step.attentions) {
+            a.push(at);
+        }
+        rows = next_rows
+            .iter()
+            .zip(&next_tokens)
+            .map(|(&src, &t)| {
+                let mut r = rows[src].clone();
+                r.push(t);
+                r
+            })
+            .collect();
+        if want_scores {
+            beam_paths = next_rows
+                .iter()
+                .map(|&src| {
+                    let mut p = beam_paths[src].clone();
+                    p.push(src as i64);
+                    p
+                })
+                .collect();
+        }
+        beam_scores = next_scores;
+        let stop_all = stopping.done(&rows).iter().all(|&d| d);
+        if done.iter().all(|&d| d) || stop_all || rows[0].len() >= plan.max_length {
+            break;
+        }
+        runner.select_rows(&next_rows)?;
+        step = runner.step(&next_tokens)?;
+    }
+
+    finalize(
+        &mut out,
+        hyps,
+        done,
+        rows,
+        beam_scores,
+        beam_paths,
+        plan,
+        cfg,
+        want_scores,
+    )?;
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finalize(
+    out: &mut GenerateOutput,
+    mut hyps: Vec<Hypotheses>,
+    done: Vec<bool>,
+    rows: Vec<Vec<u32>>,
+    beam_scores: Vec<f32>,
+    beam_paths: Vec<Vec<i64>>,
+    plan: &Plan,
+    cfg: &GenerationConfig,
+    want_paths: bool,
+) -> Result<()> {
+    let num_beams = cfg.num_beams;
+    for (b, h) in hyps.iter_mut().enumerate() {
+        if done[b] {
+            continue;
+        }
+        for j in 0..num_beams {
+            let r = b * num_beams + j;
+            let generated = rows[r].len() - plan.prompt_len;
+            h.add(
+                rows[r].clone(),
+                beam_scores[r] as f64,
+                beam_paths[r].clone(),
+                generated,
+            );
+        }
+    }
+    let keep = cfg.num_return_sequences;
+    let mut best = Vec::new();
+    for h in hyps {
+        // Python's stable sort ascending, then pop from the end: among equal scores the
+        // hypothesis added last wins.
+        let mut sorted = h.beams;
+        sorted.sort_by(|a, b| a.score.total_cmp(&b.score));
+        for _ in 0..keep {
+            best.push(sorted.pop().expect("num_beams hypotheses per row"));
+        }
+    }
+    let max_len = best.iter().map(|h| h.tokens.len()).max().unwrap_or(0);
+    let min_len = best.iter().map(|h| h.tokens.len()).min().unwrap_or(0);
+    let width = (max_len + 1).min(plan.max_length);
+    let fill = if min_len != max_len {
+        plan.pad.ok_or_else(|| {
+            Error::Input("sequences of different lengths need a pad_token_id".into())
+        })?
+    } else {
+        0
+    };
+    let mut sequences = Vec::with_capacity(best.len());
+    let mut scores = Vec::with_capacity(best.len());
+    let mut indices = Vec::with_capacity(best.len());
+    for h in best {
+        let mut seq = h.tokens.clone();
+        if seq.len() < width {
+            seq.push(plan.eos.first().copied().unwrap_or(fill));
+        }
+        seq.resize(width, fill);
+        let mut path = h.beam_indices.clone();
+        path.resize(width - plan.prompt_len, -1);
+        sequences.push(seq);
+        scores.push(h.score as f32);
+        indices.push(path);
+    }
+    out.sequences = sequences;
+    out.sequences_scores = Some(scores);
+    out.beam_indices = want_paths.then_some(indices);
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The model side of a decoding loop: prefill once, then one token per row per step through the
+//! KV cache, with the attention mask growing by one column each step (so left padding stays
+//! masked and position ids keep counting per row).
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+
+use crate::error::Result;
+use crate::model::{Cache, ForwardArgs, Gpt2LmHeadModel};
+
+/// What one forward step gives the search: last-position logits per row, and what was asked
+/// for of the model's internals.
+pub(crate) struct Step {
+    /// rows x vocab, f32.
+    pub logits: Vec<f32>,
+    pub hidden_states: Option<Vec<Tensor>>,
+    pub attentions: Option<Vec<Tensor>>,
+}
+
+pub(crate) struct Runner<'m> {
+    model: &'m Gpt2LmHeadModel,
+    cache: Cache,
+    /// One row per sequence: 1 for tokens, 0 for padding; grows by one column per step.
+    mask: Vec<Vec<u32>>,
+    pub output_hidden_states: bool,
+    pub output_attentions: bool,
+}
+
+fn rows_tensor(rows: &[Vec<u32>]) -> Result<Tensor> {
+    let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
+    Ok(Tensor::from_vec(rows.concat(), (b, t), &Device::Cpu)?)
+}
+
+impl<'m> Runner<'m> {
+    pub fn new(model: &'m Gpt2LmHeadModel, mask: Vec<Vec<u32>>) -> Runner<'m> {
+        Runner {
+            model,
+            cache: Cache::new(model.config().n_layer),
+            mask,
+            output_hidden_states: false,
+            output_attentions: false,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+
+    fn run(&mut self, ids: &Tensor) -> Result<Step> {
+        let mask = rows_tensor(&self.mask)?;
+        let padded = self.mask.iter().flatten().any(|&m| m == 0);
+        let args = ForwardArgs {
+            input_ids: Some(ids),
+            attention_mask: padded.then_some(&mask),
+            output_hidden_states: self.output_hidden_states,
+            output_attentions: self.output_attentions,
+            logits_to_keep: 1,
+            ..Default::default()
+        };
+        let out = self.model.forward(&args, Some(&mut self.cache))?;
+        let logits = out.logits.expect("the LM head returns logits");
+        let logits = logits.i((.., 0, ..))?.to_dtype(DType::F32)?;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Step {
+            logits,
+            hidden_states: out.hidden_states,
+            attentions: out.attentions,
+        })
+    }
+
+    /// The whole prompt, one row per sequence.
+    pub fn prefill(&mut self, ids: &[Vec<u32>]) -> Result<Step> {
+        let ids = rows_tensor(ids)?;
+        self.run(&ids)
+    }
+
+    /// One new token per row.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<Step> {
+        for row in self.mask.iter_mut() {
+            row.push(1);
+        }
+        let ids = Tensor::from_vec(tokens.to_vec(), (tokens.len(), 1), &Device::Cpu)?;
+        self.run(&ids)
+    }
+
+    /// Keep rows in this order (beam search follows its surviving beams; expansion repeats rows).
+    pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let idx = Tensor::from_vec(idx, (rows.len(),), &Device::Cpu)?;
+        self.cache.select_rows(&idx)?;
+        self.mask = rows.iter().map(|&r| self.mask[r].clone()).collect();
+        Ok(())
+    }
+}

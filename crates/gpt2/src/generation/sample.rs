@@ -1,0 +1,149 @@
+//! Greedy decoding and multinomial sampling (transformers' `_sample`): one token per row per
+//! step from the processed logits; finished rows get pad_token_id.
+
+use std::time::Instant;
+
+use super::processors::build_processors;
+use super::rng::Rng;
+use super::runner::Runner;
+use super::stopping::Stopping;
+use super::{GenerateOptions, GenerateOutput, GenerationConfig, Plan};
+use crate::error::{Error, Result};
+use crate::model::Gpt2LmHeadModel;
+
+pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    let log_sum = sum.ln();
+    for x in row.iter_mut() {
+        *x = *x - max - log_sum;
+    }
+}
+
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in row.iter_mut() {
+        *x /= sum;
+    }
+}
+
+/// The first index of the largest value (torch.argmax's choice among ties).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+pub(crate) fn run(
+    model: &Gpt2LmHeadModel,
+    plan: &Plan,
+    cfg: &GenerationConfig,
+    mut opts: GenerateOptions,
+) -> Result<GenerateOutput> {
+    // num_return_sequences: every prompt repeated, each copy sampled on its own.
+    let (mut rows, mask) = plan.expanded(cfg.num_return_sequences);
+    let n = rows.len();
+    let processors = build_processors(cfg, plan.prompt_len, plan.max_length)?;
+    let stopping = Stopping {
+        max_length: plan.max_length,
+        max_time: cfg.max_time,
+        start: Instant::now(),
+        eos: plan.eos.clone(),
+        stop_strings: cfg.stop_strings.clone().unwrap_or_default(),
+        tokenizer: opts.tokenizer,
+        prompt_len: plan.prompt_len,
+    };
+    if !stopping.stop_strings.is_empty() && opts.tokenizer.is_none() {
+        return Err(Error::Input("stop strings need the tokenizer".into()));
+    }
+    let has_eos_stop = !plan.eos.is_empty() || !stopping.stop_strings.is_empty();
+    let pad = plan.pad;
+    if has_eos_stop && pad.is_none() {
+        return Err(Error::Input(
+            "finished rows need a pad_token_id (or an eos to pad with)".into(),
+        ));
+    }
+    let mut rng = match cfg.seed {
+        Some(s) => Rng::new(s),
+        None => Rng::from_entropy(),
+    };
+    let record = cfg.return_dict_in_generate;
+    let mut out = GenerateOutput {
+        prompt_len: plan.prompt_len,
+        vocab_size: model.config().vocab_size,
+        scores: (record && cfg.output_scores).then(Vec::new),
+        logits: (record && cfg.output_logits == Some(true)).then(Vec::new),
+        hidden_states: (record && cfg.output_hidden_states).then(Vec::new),
+        attentions: (record && cfg.output_attentions).then(Vec::new),
+        ..Default::default()
+    };
+
+    let mut runner = Runner::new(model, mask);
+    runner.output_hidden_states = out.hidden_states.is_some();
+    runner.output_attentions = out.attentions.is_some();
+    let v = runner.vocab_size();
+    let mut unfinished = vec![true; n];
+    let mut step = runner.prefill(&rows)?;
+    while rows[0].len() < plan.max_length {
+        let raw = step.logits;
+        let mut scores = raw.clone();
+        processors.process(&rows, &mut scores, v);
+        let mut next = Vec::with_capacity(n);
+        for (r, row_scores) in scores.chunks(v).enumerate() {
+            let token = if !unfinished[r] {
+                pad.expect("checked above")
+            } else if cfg.do_sample {
+                let mut probs = row_scores.to_vec();
+                softmax_in_place(&mut probs);
+                rng.categorical(&probs).ok_or_else(|| {
+                    Error::Input(
+                        "every token was filtered out (no probability left to sample)".into(),
+                    )
+                })? as u32
+            } else {
+                argmax(row_scores) as u32
+            };
+            next.push(token);
+        }
+        if let Some(s) = out.scores.as_mut() {
+            s.push(scores);
+        }
+        if let Some(l) = out.logits.as_mut() {
+            l.push(raw);
+        }
+        if let (Some(h), Some(hs)) = (out.hidden_states.as_mut(), step.hidden_states) {
+            h.push(hs);
+        }
+        if let (Some(a), Some(at)) = (out.attentions.as_mut(), step.attentions) {
+            a.push(at);
+        }
+        for (row, &t) in rows.iter_mut().zip(&next) {
+            row.push(t);
+        }
+        let keep_going = match opts.on_step.as_mut() {
+            Some(f) => f(&next),
+            None => true,
+        };
+        for (u, d) in unfinished.iter_mut().zip(stopping.done(&rows)) {
+            *u = *u && !d;
+        }
+        if !keep_going || unfinished.iter().all(|u| !u) || rows[0].len() >= plan.max_length {
+            break;
+        }
+        step = runner.step(&next)?;
+    }
+    out.sequences = rows;
+    Ok(out)
+}

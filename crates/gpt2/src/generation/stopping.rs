@@ -1,0 +1,48 @@
+//! Stopping criteria, as transformers' StoppingCriteriaList: max_length, max_time, eos and stop
+//! strings; each says, per row, whether that row is done.
+
+use std::time::Instant;
+
+use gpt2_tokenizer::Tokenizer;
+
+pub(crate) struct Stopping<'a> {
+    pub max_length: usize,
+    pub max_time: Option<f64>,
+    pub start: Instant,
+    pub eos: Vec<u32>,
+    pub stop_strings: Vec<String>,
+    pub tokenizer: Option<&'a Tokenizer>,
+    pub prompt_len: usize,
+}
+
+impl Stopping<'_> {
+    /// Done flags for rows whose sequences are `rows` (prompt + generated so far).
+    pub fn done(&self, rows: &[Vec<u32>]) -> Vec<bool> {
+        let cur_len = rows.first().map_or(0, Vec::len);
+        let all = cur_len >= self.max_length
+            || self
+                .max_time
+                .is_some_and(|t| self.start.elapsed().as_secs_f64() > t);
+        rows.iter()
+            .map(|row| {
+                all || row.last().is_some_and(|t| self.eos.contains(t)) || self.hit_stop_string(row)
+            })
+            .collect()
+    }
+
+    /// A stop string counts once the generated text contains it, ending in the last token.
+    fn hit_stop_string(&self, row: &[u32]) -> bool {
+        let (Some(tok), false) = (self.tokenizer, self.stop_strings.is_empty()) else {
+            return false;
+        };
+        let new = &row[self.prompt_len.min(row.len())..];
+        if new.is_empty() {
+            return false;
+        }
+        let with = tok.decode(new, false).unwrap_or_default();
+        let without = tok.decode(&new[..new.len() - 1], false).unwrap_or_default();
+        self.stop_strings
+            .iter()
+            .any(|s| with.contains(s.as_str()) && !without.contains(s.as_str()))
+    }
+}
