@@ -120,15 +120,61 @@ fn sample_k(rng: &mut Rng, scores: &[f32], k: usize) -> Result<Vec<(f32, usize)>
     Ok(picked)
 }
 
+/// transformers' HammingDiversityLogitsProcessor: in group `g` of a batch row, every token the
+/// earlier groups chose at this step costs `penalty` per use.
+fn hamming_diversity(
+    scores: &mut [f32],
+    current_tokens: &[u32],
+    g: usize,
+    group_size: usize,
+    num_beams: usize,
+    penalty: f32,
+    v: usize,
+) {
+    if g == 0 {
+        return;
+    }
+    let batch = current_tokens.len() / num_beams;
+    for b in 0..batch {
+        let previous = &current_tokens[b * num_beams..b * num_beams + g * group_size];
+        for row in scores[b * group_size * v..(b + 1) * group_size * v].chunks_mut(v) {
+            for &t in previous {
+                row[t as usize] -= penalty;
+            }
+        }
+    }
+}
+
 pub(crate) fn run(
     model: &Gpt2LmHeadModel,
     plan: &Plan,
     cfg: &GenerationConfig,
 ) -> Result<GenerateOutput> {
     let num_beams = cfg.num_beams;
+    let groups = cfg.num_beam_groups.max(1);
+    let gs = num_beams / groups;
     let batch = plan.input_ids.len();
     let (mut rows, mask) = plan.expanded(num_beams);
-    let processors = build_processors(cfg, plan.prompt_len, plan.max_length)?;
+    // transformers applies sequence_bias, then the diversity penalty, then everything else.
+    let (before, after) = if groups > 1 {
+        let only_bias = GenerationConfig {
+            sequence_bias: cfg.sequence_bias.clone(),
+            ..GenerationConfig::default()
+        };
+        let rest = GenerationConfig {
+            sequence_bias: None,
+            ..cfg.clone()
+        };
+        (
+            build_processors(&only_bias, plan.prompt_len, plan.max_length)?,
+            build_processors(&rest, plan.prompt_len, plan.max_length)?,
+        )
+    } else {
+        (
+            Default::default(),
+            build_processors(cfg, plan.prompt_len, plan.max_length)?,
+        )
+    };
     let stopping = Stopping {
         max_length: plan.max_length,
         max_time: cfg.max_time,
@@ -158,97 +204,122 @@ pub(crate) fn run(
     runner.output_hidden_states = out.hidden_states.is_some();
     runner.output_attentions = out.attentions.is_some();
     let v = runner.vocab_size();
-    let mut hyps: Vec<Hypotheses> = (0..batch)
-        .map(|_| Hypotheses::new(num_beams, cfg, plan.max_length))
+    // One set of finished hypotheses per (batch row, group).
+    let mut hyps: Vec<Hypotheses> = (0..batch * groups)
+        .map(|_| Hypotheses::new(gs, cfg, plan.max_length))
         .collect();
-    let mut done = vec![false; batch];
-    // Only the first beam of each row starts live, so the first step does not pick n copies.
+    let mut done = vec![false; batch * groups];
+    // Only the first beam of each group starts live, so the first step does not pick copies.
     let mut beam_scores: Vec<f32> = (0..batch * num_beams)
-        .map(|i| if i % num_beams == 0 { 0.0 } else { -1e9 })
+        .map(|i| if i % gs == 0 { 0.0 } else { -1e9 })
         .collect();
     let mut beam_paths: Vec<Vec<i64>> = vec![Vec::new(); batch * num_beams];
-    let n_keep = (1 + plan.eos.len()).max(2) * num_beams;
+    let n_keep = (1 + plan.eos.len()).max(2) * gs;
+    let penalty = cfg.diversity_penalty as f32;
 
     let mut step = runner.prefill(&rows)?;
     loop {
         let raw = step.logits;
-        let mut scores = raw.clone();
-        for row in scores.chunks_mut(v) {
-            log_softmax_in_place(row);
-        }
-        processors.process(&rows, &mut scores, v);
         let cur_len = rows[0].len() + 1;
-        let mut next_scores = vec![0f32; batch * num_beams];
-        let mut next_tokens = vec![0u32; batch * num_beams];
-        let mut next_rows = vec![0usize; batch * num_beams];
-        for b in 0..batch {
-            let base = b * num_beams;
-            if done[b] {
-                let pad = plan.pad.ok_or_else(|| {
-                    Error::Input("beam search needs a pad_token_id (or an eos to pad with)".into())
-                })?;
-                for j in 0..num_beams {
-                    next_scores[base + j] = 0.0;
-                    next_tokens[base + j] = pad;
-                    next_rows[base + j] = base;
-                }
-                continue;
-            }
-            // Scores of this row's beams, flattened to num_beams * vocab, plus each beam's total.
-            let mut flat = Vec::with_capacity(num_beams * v);
-            for j in 0..num_beams {
-                let r = base + j;
-                flat.extend(
-                    scores[r * v..(r + 1) * v]
-                        .iter()
-                        .map(|s| s + beam_scores[r]),
-                );
-            }
-            let candidates = if cfg.do_sample {
-                sample_k(&mut rng, &flat, n_keep)?
-            } else {
-                top_k(&flat, n_keep)
-            };
-            let mut j = 0;
-            for (rank, &(score, flat_idx)) in candidates.iter().enumerate() {
-                let (beam, token) = (flat_idx / v, (flat_idx % v) as u32);
-                let src = base + beam;
-                if plan.eos.contains(&token) {
-                    if rank >= num_beams {
-                        continue;
-                    }
-                    let mut path = beam_paths[src].clone();
-                    path.push(src as i64);
-                    hyps[b].add(
-                        rows[src].clone(),
-                        score as f64,
-                        path,
-                        cur_len - plan.prompt_len,
-                    );
-                } else {
-                    next_scores[base + j] = score;
-                    next_tokens[base + j] = token;
-                    next_rows[base + j] = src;
-                    j += 1;
-                }
-                if j == num_beams {
-                    break;
-                }
-            }
-            if j < num_beams {
-                return Err(Error::Input(format!(
-                    "too many of the top tokens are eos ({:?}) to keep {num_beams} beams",
-                    plan.eos
-                )));
-            }
-            let best = candidates
+        let mut processed = vec![0f32; raw.len()];
+        let mut current_tokens = vec![0u32; batch * num_beams];
+        let mut source = vec![0usize; batch * num_beams];
+        for g in 0..groups {
+            // The rows of this group, batch-major: b * num_beams + g * gs + j.
+            let idx: Vec<usize> = (0..batch)
+                .flat_map(|b| (0..gs).map(move |j| b * num_beams + g * gs + j))
+                .collect();
+            let group_rows: Vec<Vec<u32>> = idx.iter().map(|&r| rows[r].clone()).collect();
+            let mut scores: Vec<f32> = idx
                 .iter()
-                .map(|c| c.0)
-                .fold(f32::NEG_INFINITY, f32::max);
-            done[b] = done[b] || hyps[b].is_done(best as f64, cur_len, plan.prompt_len);
+                .flat_map(|&r| raw[r * v..(r + 1) * v].iter().copied())
+                .collect();
+            for row in scores.chunks_mut(v) {
+                log_softmax_in_place(row);
+            }
+            before.process(&group_rows, &mut scores, v);
+            if groups > 1 {
+                hamming_diversity(&mut scores, &current_tokens, g, gs, num_beams, penalty, v);
+            }
+            after.process(&group_rows, &mut scores, v);
+            for (k, &r) in idx.iter().enumerate() {
+                processed[r * v..(r + 1) * v].copy_from_slice(&scores[k * v..(k + 1) * v]);
+            }
+            for b in 0..batch {
+                let hyp = b * groups + g;
+                let dest = |j: usize| b * num_beams + g * gs + j;
+                if done[hyp] {
+                    let pad = plan.pad.ok_or_else(|| {
+                        Error::Input(
+                            "beam search needs a pad_token_id (or an eos to pad with)".into(),
+                        )
+                    })?;
+                    // transformers points a finished row's beams at the group's very first
+                    // row (batch 0); its later (ignored) scores are computed from there.
+                    for j in 0..gs {
+                        current_tokens[dest(j)] = pad;
+                        source[dest(j)] = g * gs;
+                        beam_scores[dest(j)] = 0.0;
+                    }
+                    continue;
+                }
+                // This row's beams in this group, flattened to gs * vocab, plus each beam's total.
+                let mut flat = Vec::with_capacity(gs * v);
+                for j in 0..gs {
+                    let k = b * gs + j;
+                    let total = beam_scores[dest(j)];
+                    flat.extend(scores[k * v..(k + 1) * v].iter().map(|s| s + total));
+                }
+                let candidates = if cfg.do_sample {
+                    sample_k(&mut rng, &flat, n_keep)?
+                } else {
+                    top_k(&flat, n_keep)
+                };
+                let mut j = 0;
+                let mut chosen = Vec::with_capacity(gs);
+                for (rank, &(score, flat_idx)) in candidates.iter().enumerate() {
+                    let (beam, token) = (flat_idx / v, (flat_idx % v) as u32);
+                    let src = dest(beam);
+                    if plan.eos.contains(&token) {
+                        if rank >= gs {
+                            continue;
+                        }
+                        let mut path = beam_paths[src].clone();
+                        path.push(src as i64);
+                        hyps[hyp].add(
+                            rows[src].clone(),
+                            score as f64,
+                            path,
+                            cur_len - plan.prompt_len,
+                        );
+                    } else {
+                        chosen.push((score, token, src));
+                        j += 1;
+                    }
+                    if j == gs {
+                        break;
+                    }
+                }
+                if j < gs {
+                    return Err(Error::Input(format!(
+                        "too many of the top tokens are eos ({:?}) to keep {gs} beams",
+                        plan.eos
+                    )));
+                }
+                for (j, (score, token, src)) in chosen.into_iter().enumerate() {
+                    beam_scores[dest(j)] = score;
+                    current_tokens[dest(j)] = token;
+                    source[dest(j)] = src;
+                }
+                let best = candidates
+                    .iter()
+                    .map(|c| c.0)
+                    .fold(f32::NEG_INFINITY, f32::max);
+                done[hyp] = done[hyp] || hyps[hyp].is_done(best as f64, cur_len, plan.prompt_len);
+            }
         }
         if let Some(s) = out.scores.as_mut() {
-            s.push(scores);
+            s.push(processed);
         }
         if let Some(l) = out.logits.as_mut() {
             l.push(raw);
@@ -259,9 +330,9 @@ pub(crate) fn run(
         if let (Some(a), Some(at)) = (out.attentions.as_mut(), step.attentions) {
             a.push(at);
         }
-        rows = next_rows
+        rows = source
             .iter()
-            .zip(&next_tokens)
+            .zip(&current_tokens)
             .map(|(&src, &t)| {
                 let mut r = rows[src].clone();
                 r.push(t);
@@ -269,7 +340,7 @@ pub(crate) fn run(
             })
             .collect();
         if want_scores {
-            beam_paths = next_rows
+            beam_paths = source
                 .iter()
                 .map(|&src| {
                     let mut p = beam_paths[src].clone();
@@ -278,13 +349,12 @@ pub(crate) fn run(
                 })
                 .collect();
         }
-        beam_scores = next_scores;
         let stop_all = stopping.done(&rows).iter().all(|&d| d);
         if done.iter().all(|&d| d) || stop_all || rows[0].len() >= plan.max_length {
             break;
         }
-        runner.select_rows(&next_rows)?;
-        step = runner.step(&next_tokens)?;
+        runner.select_rows(&source)?;
+        step = runner.step(&current_tokens)?;
     }
 
     finalize(
@@ -313,28 +383,28 @@ fn finalize(
     cfg: &GenerationConfig,
     want_paths: bool,
 ) -> Result<()> {
-    let num_beams = cfg.num_beams;
-    for (b, h) in hyps.iter_mut().enumerate() {
-        if done[b] {
+    let groups = cfg.num_beam_groups.max(1);
+    let gs = cfg.num_beams / groups;
+    for (bg, h) in hyps.iter_mut().enumerate() {
+        if done[bg] {
             continue;
         }
-        for j in 0..num_beams {
-            let r = b * num_beams + j;
+        // (batch row b, group g) owns rows b * num_beams + g * gs + j.
+        let (b, g) = (bg / groups, bg % groups);
+        for j in 0..gs {
+            let r = b * cfg.num_beams + g * gs + j;
             let generated = rows[r].len() - plan.prompt_len;
-            h.add(
-                rows[r].clone(),
-                beam_scores[r] as f64,
-                beam_paths[r].clone(),
-                generated,
-            );
+            let path = beam_paths[r].clone();
+            h.add(rows[r].clone(), beam_scores[r] as f64, path, generated);
         }
     }
     let keep = cfg.num_return_sequences;
     let mut best = Vec::new();
-    for h in hyps {
-        // Python's stable sort ascending, then pop from the end: among equal scores the
-        // hypothesis added last wins.
-        let mut sorted = h.beams;
+    let mut hyps = hyps.into_iter();
+    for _ in 0..plan.input_ids.len() {
+        // Every group's hypotheses of this row, pooled; Python's stable sort ascending, then
+        // pop from the end: among equal scores the hypothesis listed last wins.
+        let mut sorted: Vec<Hyp> = hyps.by_ref().take(groups).flat_map(|h| h.beams).collect();
         sorted.sort_by(|a, b| a.score.total_cmp(&b.score));
         for _ in 0..keep {
             best.push(sorted.pop().expect("num_beams hypotheses per row"));

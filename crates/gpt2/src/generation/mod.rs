@@ -137,7 +137,9 @@ pub fn generate(
     let plan = Plan::new(model, prompts, cfg)?;
     match cfg.mode() {
         GenerationMode::Greedy | GenerationMode::Sample => sample::run(model, &plan, cfg, opts),
-        GenerationMode::BeamSearch | GenerationMode::BeamSample => {
+        GenerationMode::BeamSearch
+        | GenerationMode::BeamSample
+        | GenerationMode::GroupBeamSearch => {
             if opts.on_step.is_some() {
                 return Err(Error::Input(
                     "streaming cannot be used with beam search".into(),
