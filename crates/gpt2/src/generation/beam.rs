@@ -92,7 +92,7 @@ impl Hypotheses {
 
 /// The top `k` of `scores` by value, largest first (torch.topk, sorted): equal values keep
 /// index order.
-fn top_k(scores: &[f32], k: usize) -> Vec<(f32, usize)> {
+pub(crate) fn top_k(scores: &[f32], k: usize) -> Vec<(f32, usize)> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
     let k = k.min(idx.len());
     let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));

@@ -8,6 +8,7 @@
 
 mod beam;
 mod config;
+mod contrastive;
 pub mod processors;
 mod rng;
 mod runner;
@@ -147,6 +148,7 @@ pub fn generate(
             }
             beam::run(model, &plan, cfg)
         }
+        GenerationMode::ContrastiveSearch => contrastive::run(model, &plan, cfg, opts),
         mode => Err(Error::Input(format!("{mode:?} is not implemented yet"))),
     }
 }

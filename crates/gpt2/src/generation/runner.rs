@@ -14,6 +14,9 @@ pub(crate) struct Step {
     pub logits: Vec<f32>,
     pub hidden_states: Option<Vec<Tensor>>,
     pub attentions: Option<Vec<Tensor>>,
+    /// The final hidden states of every position of this call, rows x t x n_embd (asked for by
+    /// contrastive search).
+    pub last_hidden_state: Option<Tensor>,
 }
 
 pub(crate) struct Runner<'m> {
@@ -23,6 +26,7 @@ pub(crate) struct Runner<'m> {
     mask: Vec<Vec<u32>>,
     pub output_hidden_states: bool,
     pub output_attentions: bool,
+    pub output_last_hidden_state: bool,
 }
 
 fn rows_tensor(rows: &[Vec<u32>]) -> Result<Tensor> {
@@ -38,6 +42,7 @@ impl<'m> Runner<'m> {
             mask,
             output_hidden_states: false,
             output_attentions: false,
+            output_last_hidden_state: false,
         }
     }
 
@@ -64,6 +69,10 @@ impl<'m> Runner<'m> {
             logits,
             hidden_states: out.hidden_states,
             attentions: out.attentions,
+            last_hidden_state: self
+                .output_last_hidden_state
+                .then(|| out.last_hidden_state.to_dtype(DType::F32))
+                .transpose()?,
         })
     }
 
