@@ -139,6 +139,9 @@ enum Command {
         prefill: Vec<usize>,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// New tokens per decode measurement (batch-1 greedy, batch-8, beam 4); 0 skips them.
+        #[arg(long, default_value_t = 64)]
+        decode: usize,
     },
     /// Print the module tree as PyTorch does, and every parameter with its shape.
     Inspect {
@@ -216,11 +219,13 @@ fn run(command: Command) -> Result<()> {
             python,
             prefill,
             repeats,
+            decode,
         } => bench::run(&bench::BenchArgs {
             model: &model,
             python: python.as_deref(),
             prefill: &prefill,
             repeats,
+            decode,
         }),
     }
 }
