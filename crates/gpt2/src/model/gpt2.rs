@@ -37,8 +37,12 @@ impl Conv1D {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, nx) = x.dims3()?;
-        let y = x.reshape((b * t, nx))?.matmul(&self.weight)?;
-        let y = y.broadcast_add(&self.bias)?;
+        let x = x.reshape((b * t, nx))?;
+        // Decoding: a few rows stream the weights once (matvec.rs); else a blocked matmul.
+        if let Some(y) = super::matvec::linear(&x, &self.weight, &self.bias)? {
+            return Ok(y.reshape((b, t, ()))?);
+        }
+        let y = x.matmul(&self.weight)?.broadcast_add(&self.bias)?;
         Ok(y.reshape((b, t, ()))?)
     }
 }
@@ -485,7 +489,11 @@ impl Gpt2LmHeadModel {
             args.logits_to_keep.min(t)
         };
         let h = hidden.narrow(1, t - keep, keep)?.reshape((b * keep, e))?;
-        let logits = h.matmul(&self.lm_head.t()?)?.reshape((b, keep, ()))?;
+        let logits = match super::matvec::logits(&h, &self.lm_head)? {
+            Some(l) => l,
+            None => h.matmul(&self.lm_head.t()?)?,
+        };
+        let logits = logits.reshape((b, keep, ()))?;
         let loss = match args.labels {
             Some(labels) => Some(super::loss::causal_lm_loss(&logits, labels)?),
             None => None,

@@ -5,6 +5,7 @@ mod activation;
 mod cache;
 mod gpt2;
 mod loss;
+pub mod matvec;
 mod repr;
 
 use candle_core::Tensor;
