@@ -225,6 +225,14 @@ def main():
         "exponential_decay_length_penalty": [2, 1.3], "eos_token_id": [998, 5], "forced_bos_token_id": 7,
     }, 8, 10)
 
+    one_token = {"forced_bos_token_id": 7, "begin_suppress_tokens": [3, 20], "eos_token_id": 63}
+    for n in [1, 2]:
+        pipeline(f"one-token prompt: forced bos moves begin suppress, at length {n}", one_token, 1, 5,
+                 "logits_small", "ids_small", ids_len=n)
+    pipeline("beam greedy with warper settings and min_length", {"num_beams": 3, "top_k": 2, "min_length": 11,
+                                                                 "eos_token_id": [63, 3]}, 10, 5,
+             "logits_small", "ids_small")
+
     meta = {
         "golden_format_version": "1",
         "transformers_version": transformers.__version__,

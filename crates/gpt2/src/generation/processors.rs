@@ -40,7 +40,7 @@ const FILTER: f32 = f32::NEG_INFINITY;
 
 fn rows(scores: &mut [f32], vocab: usize) -> std::slice::ChunksExactMut<'_, f32> {
     assert!(
-        vocab > 0 && scores.len() % vocab == 0,
+        vocab > 0 && scores.len().is_multiple_of(vocab),
         "scores ({}) are not rows of {vocab}",
         scores.len()
     );
@@ -130,7 +130,7 @@ pub struct Temperature {
 
 impl Temperature {
     pub fn new(temperature: f64) -> Result<Self> {
-        if !(temperature > 0.0) {
+        if temperature.is_nan() || temperature <= 0.0 {
             return Err(Error::Input(format!(
                 "`temperature` (={temperature}) has to be a strictly positive float, otherwise your next \
                  token scores will be invalid"
@@ -269,7 +269,7 @@ pub struct Typical {
 
 impl Typical {
     pub fn new(mass: f64, min_tokens_to_keep: usize) -> Result<Self> {
-        if !(mass > 0.0 && mass < 1.0) {
+        if mass.is_nan() || mass <= 0.0 || mass >= 1.0 {
             return Err(Error::Input(format!(
                 "`typical_p` has to be a float > 0 and < 1, but is {mass}"
             )));
@@ -318,7 +318,7 @@ pub struct EpsilonCutoff {
 
 impl EpsilonCutoff {
     pub fn new(epsilon: f64, min_tokens_to_keep: usize) -> Result<Self> {
-        if !(epsilon > 0.0 && epsilon < 1.0) {
+        if epsilon.is_nan() || epsilon <= 0.0 || epsilon >= 1.0 {
             return Err(Error::Input(format!(
                 "`epsilon_cutoff` has to be a float > 0 and < 1, but is {epsilon}"
             )));
@@ -355,7 +355,7 @@ pub struct EtaCutoff {
 
 impl EtaCutoff {
     pub fn new(epsilon: f64, min_tokens_to_keep: usize) -> Result<Self> {
-        if !(epsilon > 0.0 && epsilon < 1.0) {
+        if epsilon.is_nan() || epsilon <= 0.0 || epsilon >= 1.0 {
             return Err(Error::Input(format!(
                 "`eta_cutoff` has to be a float > 0 and < 1, but is {epsilon}"
             )));
@@ -406,7 +406,7 @@ pub struct RepetitionPenalty {
 
 impl RepetitionPenalty {
     pub fn new(penalty: f64) -> Result<Self> {
-        if !(penalty > 0.0) {
+        if penalty.is_nan() || penalty <= 0.0 {
             return Err(Error::Input(format!(
                 "`penalty` has to be a strictly positive float, but is {penalty}"
             )));
@@ -736,7 +736,7 @@ impl LogitsProcessor for ExponentialDecayLengthPenalty {
                 .map(|&t| (t as usize, row[t as usize].abs() * factor))
                 .collect();
             for (t, p) in penalties {
-                row[t] = row[t] + p;
+                row[t] += p;
             }
         }
     }
