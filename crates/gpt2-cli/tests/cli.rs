@@ -258,3 +258,168 @@ fn bad_input_is_a_plain_error() {
     let err = fails(&["generate", "--model", &model("tiny"), "Hello"]);
     assert!(err.contains("tokenizer"), "{err}");
 }
+
+fn json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).expect("JSON on stdout")
+}
+
+#[test]
+fn generate_json_has_one_entry_per_prompt() {
+    let m = model("gpt2-vocab");
+    let v = json(&[
+        "generate",
+        "--model",
+        &m,
+        "--max-new-tokens",
+        "6",
+        "--num-beams",
+        "3",
+        "--num-return-sequences",
+        "2",
+        "--json",
+        "Hello",
+        "The quick brown fox",
+    ]);
+    let entries = v.as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1]["prompt"], "The quick brown fox");
+    for e in entries {
+        let seqs = e["sequences"].as_array().unwrap();
+        assert_eq!(seqs.len(), 2);
+        // Beams come best first.
+        assert!(seqs[0]["score"].as_f64().unwrap() >= seqs[1]["score"].as_f64().unwrap());
+        for s in seqs {
+            let ids = s["generated_ids"].as_array().unwrap();
+            assert!(!ids.is_empty() && ids.len() <= 6);
+            let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            let text = ok(&["detokenize", "--skip-special-tokens", &ids.join(",")]);
+            assert_eq!(text.trim_end_matches('\n'), s["text"].as_str().unwrap());
+        }
+    }
+}
+
+#[test]
+fn streaming_prints_what_generate_returns() {
+    let m = model("gpt2-vocab");
+    let plain = ok(&[
+        "generate",
+        "--model",
+        &m,
+        "--max-new-tokens",
+        "7",
+        "Hello world",
+    ]);
+    let streamed = ok(&[
+        "generate",
+        "--model",
+        &m,
+        "--max-new-tokens",
+        "7",
+        "--stream",
+        "Hello world",
+    ]);
+    assert_eq!(plain, streamed);
+    let v = json(&[
+        "generate",
+        "--model",
+        &m,
+        "--max-new-tokens",
+        "7",
+        "--json",
+        "Hello world",
+    ]);
+    let text = v[0]["sequences"][0]["text"].as_str().unwrap();
+    assert_eq!(plain, format!("Hello world{text}\n"));
+}
+
+#[test]
+fn seeded_sampling_repeats() {
+    let m = model("gpt2-vocab");
+    let args = [
+        "generate",
+        "--model",
+        &m,
+        "--max-new-tokens",
+        "8",
+        "--do-sample",
+        "--top-k",
+        "20",
+        "--temperature",
+        "1.5",
+        "--seed",
+        "7",
+        "--json",
+        "Hello",
+    ];
+    let (a, b) = (json(&args), json(&args));
+    assert_eq!(a, b);
+    let other = json(&[
+        "generate",
+        "--model",
+        &m,
+        "--max-new-tokens",
+        "8",
+        "--do-sample",
+        "--top-k",
+        "20",
+        "--temperature",
+        "1.5",
+        "--seed",
+        "8",
+        "--json",
+        "Hello",
+    ]);
+    assert_ne!(
+        a[0]["sequences"][0]["generated_ids"],
+        other[0]["sequences"][0]["generated_ids"]
+    );
+}
+
+#[test]
+fn next_token_lists_the_greedy_choice_first() {
+    let m = model("gpt2-vocab");
+    let v = json(&[
+        "next-token",
+        "--model",
+        &m,
+        "--top-k",
+        "5",
+        "--json",
+        "Hello world",
+    ]);
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    let probs: Vec<f64> = rows
+        .iter()
+        .map(|r| r["probability"].as_f64().unwrap())
+        .collect();
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]) && probs.iter().sum::<f64>() <= 1.0 + 1e-9);
+    let g = json(&[
+        "generate",
+        "--model",
+        &m,
+        "--max-new-tokens",
+        "1",
+        "--json",
+        "Hello world",
+    ]);
+    assert_eq!(g[0]["sequences"][0]["generated_ids"][0], rows[0]["id"]);
+}
+
+#[test]
+fn refused_generation_settings_are_plain_errors() {
+    let m = model("gpt2-vocab");
+    for (args, needle) in [
+        (vec!["--top-p", "1.5"], "top_p"),
+        (vec!["--num-return-sequences", "3"], "num_return_sequences"),
+        (vec!["--temperature=-1", "--do-sample"], "temperature"),
+        (vec!["--max-new-tokens", "500"], "n_positions"),
+        (vec!["--num-beams", "2", "--stream"], "stream"),
+    ] {
+        let mut all = vec!["generate", "--model", &m];
+        all.extend(args.iter());
+        all.push("Hello");
+        let err = fails(&all);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
