@@ -144,7 +144,8 @@ pub(crate) fn run(
             let (_, id) = candidates[b][chosen[b]];
             context[b].push(normalized(&cand_hidden[keep[b]][0]));
             context_mask[b].push(true);
-            next.push(if unfinished[b] {
+            // As in greedy: only an eos finishes a row into padding.
+            next.push(if unfinished[b] || plan.eos.is_empty() {
                 id as u32
             } else {
                 pad.ok_or_else(|| Error::Input("finished rows need a pad_token_id".into()))?

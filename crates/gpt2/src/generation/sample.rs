@@ -68,7 +68,9 @@ pub(crate) fn run(
     if !stopping.stop_strings.is_empty() && opts.tokenizer.is_none() {
         return Err(Error::Input("stop strings need the tokenizer".into()));
     }
-    let has_eos_stop = !plan.eos.is_empty() || !stopping.stop_strings.is_empty();
+    // As transformers: finished rows are padded only when an eos can finish them; rows that a
+    // stop string ended keep producing tokens until every row is done.
+    let has_eos_stop = !plan.eos.is_empty();
     let pad = plan.pad;
     if has_eos_stop && pad.is_none() {
         return Err(Error::Input(
@@ -102,7 +104,7 @@ pub(crate) fn run(
         processors.process(&rows, &mut scores, v);
         let mut next = Vec::with_capacity(n);
         for (r, row_scores) in scores.chunks(v).enumerate() {
-            let token = if !unfinished[r] {
+            let token = if !unfinished[r] && has_eos_stop {
                 pad.expect("checked above")
             } else if cfg.do_sample {
                 let mut probs = row_scores.to_vec();
