@@ -244,7 +244,7 @@ pub fn next_token(
     temperature: f64,
     as_json: bool,
 ) -> Result<()> {
-    if !(temperature > 0.0) {
+    if temperature.is_nan() || temperature <= 0.0 {
         bail!("--temperature must be positive");
     }
     let tok = p.tokenizer()?;

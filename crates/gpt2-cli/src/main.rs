@@ -50,6 +50,8 @@ enum Side {
     Right,
 }
 
+// Parsed once per run: the size of the generate variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Text to token ids (the built-in GPT-2 tokenizer unless --model names a model).

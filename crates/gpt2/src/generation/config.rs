@@ -295,6 +295,8 @@ impl GenerationConfig {
 
     /// The values `transformers` refuses (GenerationConfig.validate and generate's checks),
     /// refused here too with a message that names the setting.
+    // `!(x > 0.0)` on purpose: NaN must fail these checks too.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn validate(&self, n_positions: usize, prompt_len: usize) -> Result<()> {
         let bad = |msg: String| Err(Error::Input(msg));
         if !(self.temperature > 0.0) && self.do_sample {
@@ -365,7 +367,7 @@ impl GenerationConfig {
             ));
         }
         if self.num_beam_groups > 1 {
-            if self.num_beams % self.num_beam_groups != 0 {
+            if !self.num_beams.is_multiple_of(self.num_beam_groups) {
                 return bad(format!(
                     "`num_beams` ({}) should be divisible by `num_beam_groups` ({})",
                     self.num_beams, self.num_beam_groups

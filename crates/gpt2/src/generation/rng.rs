@@ -54,6 +54,8 @@ impl Rng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    // `!(total > 0.0)` on purpose: NaN totals must be refused too.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     /// An index drawn with probability proportional to `weights` (non-negative, not all zero),
     /// by inverse CDF in f64. Zero weights are never drawn.
     pub fn categorical(&mut self, weights: &[f32]) -> Option<usize> {
