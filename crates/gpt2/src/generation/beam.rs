@@ -1,13 +1,10 @@
 //! Beam search and beam sampling, step for step as transformers 4.46's `_beam_search` with its
 //! BeamSearchScorer and BeamHypotheses (including their tie-breaking), so the same beams win.
 
-use std::time::Instant;
-
 use super::processors::build_processors;
 use super::rng::Rng;
 use super::runner::Runner;
 use super::sample::{log_softmax_in_place, softmax_in_place};
-use super::stopping::Stopping;
 use super::{EarlyStopping, GenerateOutput, GenerationConfig, Plan};
 use crate::error::{Error, Result};
 use crate::model::Gpt2LmHeadModel;
@@ -175,30 +172,10 @@ pub(crate) fn run(
             build_processors(cfg, plan.prompt_len, plan.max_length)?,
         )
     };
-    let stopping = Stopping {
-        max_length: plan.max_length,
-        max_time: cfg.max_time,
-        start: Instant::now(),
-        eos: plan.eos.clone(),
-        stop_strings: Vec::new(),
-        tokenizer: None,
-        prompt_len: plan.prompt_len,
-    };
-    let mut rng = match cfg.seed {
-        Some(s) => Rng::new(s),
-        None => Rng::from_entropy(),
-    };
-    let record = cfg.return_dict_in_generate;
-    let want_scores = record && cfg.output_scores;
-    let mut out = GenerateOutput {
-        prompt_len: plan.prompt_len,
-        vocab_size: model.config().vocab_size,
-        scores: want_scores.then(Vec::new),
-        logits: (record && cfg.output_logits == Some(true)).then(Vec::new),
-        hidden_states: (record && cfg.output_hidden_states).then(Vec::new),
-        attentions: (record && cfg.output_attentions).then(Vec::new),
-        ..Default::default()
-    };
+    let stopping = plan.stopping(cfg, None)?;
+    let mut rng = Plan::rng(cfg);
+    let mut out = plan.output(model, cfg);
+    let want_scores = out.scores.is_some();
 
     let mut runner = Runner::new(model, mask);
     runner.output_hidden_states = out.hidden_states.is_some();

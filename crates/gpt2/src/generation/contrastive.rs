@@ -3,15 +3,12 @@
 //! candidates of every row and keeps the one that is likely yet least similar to the context:
 //! `(1 - alpha) * p(candidate) - alpha * max cosine(h_candidate, h_context)`.
 
-use std::time::Instant;
-
 use candle_core::Tensor;
 
 use super::beam::top_k;
 use super::processors::build_processors;
 use super::runner::Runner;
 use super::sample::softmax_in_place;
-use super::stopping::Stopping;
 use super::{GenerateOptions, GenerateOutput, GenerationConfig, Plan};
 use crate::error::{Error, Result};
 use crate::model::Gpt2LmHeadModel;
@@ -37,26 +34,11 @@ pub(crate) fn run(
     let batch = rows.len();
     // The processors without the sampling warpers (contrastive search is not sampling).
     let processors = build_processors(cfg, plan.prompt_len, plan.max_length)?;
-    let stopping = Stopping {
-        max_length: plan.max_length,
-        max_time: cfg.max_time,
-        start: Instant::now(),
-        eos: plan.eos.clone(),
-        stop_strings: cfg.stop_strings.clone().unwrap_or_default(),
-        tokenizer: opts.tokenizer,
-        prompt_len: plan.prompt_len,
-    };
-    if !stopping.stop_strings.is_empty() && opts.tokenizer.is_none() {
-        return Err(Error::Input("stop strings need the tokenizer".into()));
-    }
-    let record = cfg.return_dict_in_generate;
-    let mut out = GenerateOutput {
-        prompt_len: plan.prompt_len,
-        vocab_size: model.config().vocab_size,
-        scores: (record && cfg.output_scores).then(Vec::new),
-        logits: (record && cfg.output_logits == Some(true)).then(Vec::new),
-        ..Default::default()
-    };
+    let stopping = plan.stopping(cfg, opts.tokenizer)?;
+    // Contrastive search records scores and logits; hidden states and attentions are not kept.
+    let mut out = plan.output(model, cfg);
+    out.hidden_states = None;
+    out.attentions = None;
     let mut runner = Runner::new(model, plan.attention_mask.clone());
     runner.output_last_hidden_state = true;
     let v = runner.vocab_size();

@@ -223,6 +223,46 @@ impl Plan {
         })
     }
 
+    /// The stopping criteria of this call; stop strings need the tokenizer.
+    pub fn stopping<'t>(
+        &self,
+        cfg: &GenerationConfig,
+        tokenizer: Option<&'t Tokenizer>,
+    ) -> Result<stopping::Stopping<'t>> {
+        let stop_strings = cfg.stop_strings.clone().unwrap_or_default();
+        if !stop_strings.is_empty() && tokenizer.is_none() {
+            return Err(Error::Input("stop strings need the tokenizer".into()));
+        }
+        Ok(stopping::Stopping {
+            max_length: self.max_length,
+            max_time: cfg.max_time,
+            start: std::time::Instant::now(),
+            eos: self.eos.clone(),
+            stop_strings,
+            tokenizer,
+            prompt_len: self.prompt_len,
+        })
+    }
+
+    /// An empty output with the per-step records the config asks for switched on.
+    pub fn output(&self, model: &Gpt2LmHeadModel, cfg: &GenerationConfig) -> GenerateOutput {
+        let record = cfg.return_dict_in_generate;
+        GenerateOutput {
+            prompt_len: self.prompt_len,
+            vocab_size: model.config().vocab_size,
+            scores: (record && cfg.output_scores).then(Vec::new),
+            logits: (record && cfg.output_logits == Some(true)).then(Vec::new),
+            hidden_states: (record && cfg.output_hidden_states).then(Vec::new),
+            attentions: (record && cfg.output_attentions).then(Vec::new),
+            ..Default::default()
+        }
+    }
+
+    /// The config's seed, or the clock when none was asked for.
+    pub fn rng(cfg: &GenerationConfig) -> Rng {
+        cfg.seed.map(Rng::new).unwrap_or_else(Rng::from_entropy)
+    }
+
     /// Each row repeated `n` times in place (repeat_interleave), mask too.
     pub fn expanded(&self, n: usize) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
         let rep = |rows: &[Vec<u32>]| {

@@ -1,12 +1,8 @@
 //! Greedy decoding and multinomial sampling (transformers' `_sample`): one token per row per
 //! step from the processed logits; finished rows get pad_token_id.
 
-use std::time::Instant;
-
 use super::processors::build_processors;
-use super::rng::Rng;
 use super::runner::Runner;
-use super::stopping::Stopping;
 use super::{GenerateOptions, GenerateOutput, GenerationConfig, Plan};
 use crate::error::{Error, Result};
 use crate::model::Gpt2LmHeadModel;
@@ -56,18 +52,7 @@ pub(crate) fn run(
     let (mut rows, mask) = plan.expanded(cfg.num_return_sequences);
     let n = rows.len();
     let processors = build_processors(cfg, plan.prompt_len, plan.max_length)?;
-    let stopping = Stopping {
-        max_length: plan.max_length,
-        max_time: cfg.max_time,
-        start: Instant::now(),
-        eos: plan.eos.clone(),
-        stop_strings: cfg.stop_strings.clone().unwrap_or_default(),
-        tokenizer: opts.tokenizer,
-        prompt_len: plan.prompt_len,
-    };
-    if !stopping.stop_strings.is_empty() && opts.tokenizer.is_none() {
-        return Err(Error::Input("stop strings need the tokenizer".into()));
-    }
+    let stopping = plan.stopping(cfg, opts.tokenizer)?;
     // As transformers: finished rows are padded only when an eos can finish them; rows that a
     // stop string ended keep producing tokens until every row is done.
     let has_eos_stop = !plan.eos.is_empty();
@@ -77,20 +62,8 @@ pub(crate) fn run(
             "finished rows need a pad_token_id (or an eos to pad with)".into(),
         ));
     }
-    let mut rng = match cfg.seed {
-        Some(s) => Rng::new(s),
-        None => Rng::from_entropy(),
-    };
-    let record = cfg.return_dict_in_generate;
-    let mut out = GenerateOutput {
-        prompt_len: plan.prompt_len,
-        vocab_size: model.config().vocab_size,
-        scores: (record && cfg.output_scores).then(Vec::new),
-        logits: (record && cfg.output_logits == Some(true)).then(Vec::new),
-        hidden_states: (record && cfg.output_hidden_states).then(Vec::new),
-        attentions: (record && cfg.output_attentions).then(Vec::new),
-        ..Default::default()
-    };
+    let mut rng = Plan::rng(cfg);
+    let mut out = plan.output(model, cfg);
 
     let mut runner = Runner::new(model, mask);
     runner.output_hidden_states = out.hidden_states.is_some();
