@@ -42,7 +42,6 @@ from pathlib import Path
 
 import torch
 import transformers
-from safetensors.torch import save_file
 from transformers import GPT2LMHeadModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,6 +206,26 @@ LOGITS_CASES = {"greedy_processors_all", "sample_top_k_1_warpers", "beam2", "con
 BEAM_SCORES_CASES = {"beam2", "beam4_nrs4", "beam4_eos_lp1_false", "beam4_renormalize",
                      "beam4_max_length_min_length", "group_beam", "group_beam4_nrs2", "constrained_one_token",
                      "constrained_unsatisfiable", "beam_sample_top_k_2"}
+
+
+def save_file(tensors, path, metadata):
+    """safetensors, written with a sorted header so that regenerating gives identical bytes
+    (the safetensors package orders the metadata map differently from run to run)."""
+    dtypes = {torch.int64: "I64", torch.float32: "F32"}
+    header, blobs, offset = {"__metadata__": dict(sorted(metadata.items()))}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        blob = t.numpy().tobytes()
+        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for blob in blobs:
+            f.write(blob)
 
 
 def prompts(vocab, pad):
