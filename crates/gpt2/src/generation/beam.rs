@@ -101,16 +101,24 @@ pub(crate) fn top_k(scores: &[f32], k: usize) -> Vec<(f32, usize)> {
     idx.into_iter().map(|i| (scores[i], i)).collect()
 }
 
-/// `torch.multinomial(probs, k)` without replacement, then sorted by score descending.
+/// `torch.multinomial(probs, k)` without replacement, then sorted by score descending. Once
+/// every token with probability left is drawn, torch still returns k draws, taking
+/// zero-probability tokens; those are taken here in index order (torch's pick among them is
+/// arbitrary, and their beams score -inf either way).
 fn sample_k(rng: &mut Rng, scores: &[f32], k: usize) -> Result<Vec<(f32, usize)>> {
     let mut probs = scores.to_vec();
     softmax_in_place(&mut probs);
     let mut picked = Vec::with_capacity(k);
+    let mut taken = vec![false; probs.len()];
     for _ in 0..k {
-        let i = rng
-            .categorical(&probs)
-            .ok_or_else(|| Error::Input("too few tokens left to sample the beams from".into()))?;
+        let i = match rng.categorical(&probs) {
+            Some(i) => i,
+            None => (0..probs.len())
+                .find(|&i| !taken[i])
+                .ok_or_else(|| Error::Input("fewer tokens than beams to sample".into()))?,
+        };
         probs[i] = 0.0;
+        taken[i] = true;
         picked.push((scores[i], i));
     }
     picked.sort_by(|a, b| b.0.total_cmp(&a.0));
