@@ -1,4 +1,4 @@
-//! Whole `generate` runs against transformers 4.46 goldens (scripts/make_search_goldens.py):
+//! Whole `generate` runs against transformers 4.46 goldens (scripts/make_generation_goldens.py):
 //! every case is a left-padded batch of prompts on a fixture checkpoint; sequences must be
 //! token-identical, scores / sequence scores / transition scores within 1e-4.
 
@@ -24,7 +24,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let dir = fixtures().join("generation/cases");
+    let dir = fixtures().join("generation/search");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -151,7 +151,22 @@ fn generate_matches_transformers() {
             let d = max_diff(&case.name, got, &w.to_vec1::<f32>().unwrap());
             assert!(d <= TOL, "{}: sequences_scores differ by {d}", case.name);
         }
-        if let Some(w) = t("transition_scores") {
+        // transformers' diverse beam search keeps one beam_indices list per group but reads them
+        // as one flat list, so its beam indices (and the transition scores derived from them)
+        // point at other groups' histories for every group but the first: not a contract.
+        let grouped = cfg.num_beam_groups > 1;
+        if let (Some(w), false) = (t("beam_indices"), grouped) {
+            let w = w.to_vec2::<i64>().unwrap();
+            let got = res
+                .beam_indices
+                .as_ref()
+                .expect("beam indices with output_scores");
+            for (r, (g, w)) in got.iter().zip(&w).enumerate() {
+                let n = g.len().min(w.len());
+                assert_eq!(g[..n], w[..n], "{}: beam_indices row {r}", case.name);
+            }
+        }
+        if let (Some(w), false) = (t("transition_scores"), grouped) {
             let got = res.transition_scores(false).unwrap();
             let w = w.to_vec2::<f32>().unwrap();
             for (r, (g, w)) in got.iter().zip(&w).enumerate() {
