@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use common::{fixtures, model_dir};
-use gpt2::generation::{generate, GenerateOptions, GenerationConfig, GenerationMode, Prompts};
+use gpt2::generation::{generate, GenerateOptions, GenerationConfig, Prompts};
 use gpt2::model::Gpt2LmHeadModel;
 use gpt2::weights::Weights;
 use gpt2::Config;
@@ -122,18 +122,6 @@ fn generate_matches_transformers() {
             &cfg,
             GenerateOptions::default(),
         );
-        if cfg.mode() == GenerationMode::ConstrainedBeamSearch {
-            // Not built (see docs/ARCHITECTURE.md): it must say so, not return something else.
-            let err = res
-                .err()
-                .unwrap_or_else(|| panic!("{}: constrained beam search ran", case.name));
-            assert!(
-                err.to_string().contains("not implemented"),
-                "{}: {err}",
-                case.name
-            );
-            continue;
-        }
         let res = res.unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let want = rows_u32(t("sequences").unwrap());
         assert_eq!(res.sequences, want, "{}: sequences", case.name);

@@ -11,14 +11,16 @@ use crate::model::Gpt2LmHeadModel;
 
 /// A finished hypothesis: its score, tokens (without the eos that ended it) and beam path.
 #[derive(Debug, Clone)]
-struct Hyp {
-    score: f64,
-    tokens: Vec<u32>,
-    beam_indices: Vec<i64>,
+pub(crate) struct Hyp {
+    pub score: f64,
+    pub tokens: Vec<u32>,
+    pub beam_indices: Vec<i64>,
+    /// False for constrained search's fallback hypotheses, which transformers adds without one.
+    pub has_path: bool,
 }
 
 /// The n best finished hypotheses of one batch row (BeamHypotheses).
-struct Hypotheses {
+pub(crate) struct Hypotheses {
     num_beams: usize,
     length_penalty: f64,
     early_stopping: EarlyStopping,
@@ -28,7 +30,7 @@ struct Hypotheses {
 }
 
 impl Hypotheses {
-    fn new(num_beams: usize, cfg: &GenerationConfig, max_length: usize) -> Hypotheses {
+    pub fn new(num_beams: usize, cfg: &GenerationConfig, max_length: usize) -> Hypotheses {
         Hypotheses {
             num_beams,
             length_penalty: cfg.length_penalty,
@@ -39,11 +41,30 @@ impl Hypotheses {
         }
     }
 
-    fn add(
+    pub fn add(
         &mut self,
         tokens: Vec<u32>,
         sum_logprobs: f64,
         beam_indices: Vec<i64>,
+        generated_len: usize,
+    ) {
+        self.push(tokens, sum_logprobs, beam_indices, true, generated_len);
+    }
+
+    pub fn add_without_path(&mut self, tokens: Vec<u32>, sum_logprobs: f64, generated_len: usize) {
+        self.push(tokens, sum_logprobs, Vec::new(), false, generated_len);
+    }
+
+    pub fn into_beams(self) -> Vec<Hyp> {
+        self.beams
+    }
+
+    fn push(
+        &mut self,
+        tokens: Vec<u32>,
+        sum_logprobs: f64,
+        beam_indices: Vec<i64>,
+        has_path: bool,
         generated_len: usize,
     ) {
         let score = sum_logprobs / (generated_len as f64).powf(self.length_penalty);
@@ -52,6 +73,7 @@ impl Hypotheses {
                 score,
                 tokens,
                 beam_indices,
+                has_path,
             });
             if self.beams.len() > self.num_beams {
                 // sorted([(s, idx)]): the lowest score goes; ties go by insertion index.
@@ -70,7 +92,7 @@ impl Hypotheses {
         }
     }
 
-    fn is_done(&self, best_sum_logprobs: f64, cur_len: usize, prompt_len: usize) -> bool {
+    pub fn is_done(&self, best_sum_logprobs: f64, cur_len: usize, prompt_len: usize) -> bool {
         if self.beams.len() < self.num_beams {
             return false;
         }
@@ -395,6 +417,17 @@ fn finalize(
             best.push(sorted.pop().expect("num_beams hypotheses per row"));
         }
     }
+    write_sequences(out, best, plan, want_paths)
+}
+
+/// The returned rows, as BeamSearchScorer.finalize writes them: each best hypothesis, then the
+/// first eos if it is shorter than the longest, then padding.
+pub(crate) fn write_sequences(
+    out: &mut GenerateOutput,
+    best: Vec<Hyp>,
+    plan: &Plan,
+    with_paths: bool,
+) -> Result<()> {
     let max_len = best.iter().map(|h| h.tokens.len()).max().unwrap_or(0);
     let min_len = best.iter().map(|h| h.tokens.len()).min().unwrap_or(0);
     let width = (max_len + 1).min(plan.max_length);
@@ -409,12 +442,12 @@ fn finalize(
     let mut scores = Vec::with_capacity(best.len());
     let mut indices = Vec::with_capacity(best.len());
     for h in best {
-        let mut seq = h.tokens.clone();
+        let mut seq = h.tokens;
         if seq.len() < width {
             seq.push(plan.eos.first().copied().unwrap_or(fill));
         }
         seq.resize(width, fill);
-        let mut path = h.beam_indices.clone();
+        let mut path = h.beam_indices;
         path.resize(width - plan.prompt_len, -1);
         sequences.push(seq);
         scores.push(h.score as f32);
@@ -422,6 +455,6 @@ fn finalize(
     }
     out.sequences = sequences;
     out.sequences_scores = Some(scores);
-    out.beam_indices = want_paths.then_some(indices);
+    out.beam_indices = with_paths.then_some(indices);
     Ok(())
 }

@@ -8,6 +8,8 @@
 
 mod beam;
 mod config;
+mod constrained;
+mod constraints;
 mod contrastive;
 pub mod processors;
 mod rng;
@@ -149,7 +151,14 @@ pub fn generate(
             beam::run(model, &plan, cfg)
         }
         GenerationMode::ContrastiveSearch => contrastive::run(model, &plan, cfg, opts),
-        mode => Err(Error::Input(format!("{mode:?} is not implemented yet"))),
+        GenerationMode::ConstrainedBeamSearch => {
+            if opts.on_step.is_some() {
+                return Err(Error::Input(
+                    "streaming cannot be used with beam search".into(),
+                ));
+            }
+            constrained::run(model, &plan, cfg)
+        }
     }
 }
 
