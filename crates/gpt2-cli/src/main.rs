@@ -23,6 +23,9 @@ use gpt2_tokenizer::{BatchEncoding, PaddingOptions, PaddingSide, Tokenizer};
     about = "GPT-2 in Rust: tokenize, run and inspect GPT-2 checkpoints"
 )]
 struct Cli {
+    /// Worker threads for the math (default: RAYON_NUM_THREADS, else every core)
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -156,10 +159,28 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli.command) {
+    if let Err(e) = init_threads(cli.threads).and_then(|()| run(cli.command)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// One pool of workers, and this thread is one of them: the model's parallel loops then fork
+/// and join inside the pool instead of waking sleeping workers and putting this thread to sleep
+/// for every matrix product (about 50 times per decoded token).
+fn init_threads(threads: Option<usize>) -> Result<()> {
+    if threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    let mut builder = rayon::ThreadPoolBuilder::new().use_current_thread();
+    if let Some(n) = threads {
+        // candle's matmul (the gemm crate) sizes its own work from this variable.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        builder = builder.num_threads(n);
+    }
+    builder
+        .build_global()
+        .context("starting the worker threads")
 }
 
 fn run(command: Command) -> Result<()> {
