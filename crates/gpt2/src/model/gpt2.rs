@@ -12,12 +12,14 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
-/// GPT-2's `Conv1D`: a linear layer whose weight is stored `[in, out]` (transposed relative to
-/// `nn.Linear`), so `y = x @ W + b` with no transpose at load or run time.
+/// GPT-2's `Conv1D`: a linear layer that `transformers` stores `[in, out]` (transposed relative
+/// to `nn.Linear`). Kept here as `[out, in]`, transposed once at load: every output is then a
+/// dot product of one contiguous weight row, which is how the decode kernels stream weights
+/// (matvec.rs); [`Conv1D::weight`] is the `[in, out]` view `transformers` shows.
 #[derive(Debug, Clone)]
 pub struct Conv1D {
-    pub weight: Tensor, // [nx, nf]
-    pub bias: Tensor,   // [nf]
+    weight_t: Tensor, // [nf, nx]
+    pub bias: Tensor, // [nf]
 }
 
 impl Conv1D {
@@ -29,21 +31,50 @@ impl Conv1D {
         dt: DType,
         dev: &Device,
     ) -> Result<Self> {
+        let weight = w.get(&format!("{prefix}.weight"), &[nx, nf], dt, dev)?;
         Ok(Conv1D {
-            weight: w.get(&format!("{prefix}.weight"), &[nx, nf], dt, dev)?,
+            weight_t: transposed(&weight)?,
             bias: w.get(&format!("{prefix}.bias"), &[nf], dt, dev)?,
         })
+    }
+
+    /// The weight as `transformers` has it: `[nx, nf]` (a view).
+    pub fn weight(&self) -> Tensor {
+        self.weight_t.t().expect("a 2-d tensor")
+    }
+
+    /// The weight as kept: `[nf, nx]`, contiguous.
+    pub fn weight_out_in(&self) -> &Tensor {
+        &self.weight_t
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, nx) = x.dims3()?;
         let x = x.reshape((b * t, nx))?;
         // Decoding: a few rows stream the weights once (matvec.rs); else a blocked matmul.
-        if let Some(y) = super::matvec::linear(&x, &self.weight, &self.bias)? {
+        if let Some(y) = super::matvec::linear(&x, &self.weight_t, Some(&self.bias))? {
             return Ok(y.reshape((b, t, ()))?);
         }
-        let y = x.matmul(&self.weight)?.broadcast_add(&self.bias)?;
+        let y = x.matmul(&self.weight_t.t()?)?.broadcast_add(&self.bias)?;
         Ok(y.reshape((b, t, ()))?)
+    }
+}
+
+/// A 2-d tensor's transpose, contiguous (a parallel tiled copy; candle's strided copy is one
+/// element at a time on one core).
+fn transposed(w: &Tensor) -> Result<Tensor> {
+    fn go<T: candle_core::WithDType + Default>(w: &Tensor) -> Result<Tensor> {
+        let (rows, cols) = w.dims2()?;
+        let src = w.flatten_all()?.to_vec1::<T>()?;
+        let dst = super::matvec::transpose(&src, rows, cols);
+        Ok(Tensor::from_vec(dst, (cols, rows), w.device())?)
+    }
+    match w.dtype() {
+        DType::F32 => go::<f32>(w),
+        DType::F16 => go::<half::f16>(w),
+        DType::BF16 => go::<half::bf16>(w),
+        DType::F64 => go::<f64>(w),
+        _ => Ok(w.t()?.contiguous()?),
     }
 }
 
@@ -489,7 +520,7 @@ impl Gpt2LmHeadModel {
             args.logits_to_keep.min(t)
         };
         let h = hidden.narrow(1, t - keep, keep)?.reshape((b * keep, e))?;
-        let logits = match super::matvec::logits(&h, &self.lm_head)? {
+        let logits = match super::matvec::linear(&h, &self.lm_head, None)? {
             Some(l) => l,
             None => h.matmul(&self.lm_head.t()?)?,
         };
@@ -519,15 +550,15 @@ impl Gpt2LmHeadModel {
             let mut push = |name: &str, t: &Tensor| out.push((format!("{p}.{name}"), t.clone()));
             push("ln_1.weight", &blk.ln_1.weight);
             push("ln_1.bias", &blk.ln_1.bias);
-            push("attn.c_attn.weight", &blk.attn.c_attn.weight);
+            push("attn.c_attn.weight", &blk.attn.c_attn.weight());
             push("attn.c_attn.bias", &blk.attn.c_attn.bias);
-            push("attn.c_proj.weight", &blk.attn.c_proj.weight);
+            push("attn.c_proj.weight", &blk.attn.c_proj.weight());
             push("attn.c_proj.bias", &blk.attn.c_proj.bias);
             push("ln_2.weight", &blk.ln_2.weight);
             push("ln_2.bias", &blk.ln_2.bias);
-            push("mlp.c_fc.weight", &blk.mlp.c_fc.weight);
+            push("mlp.c_fc.weight", &blk.mlp.c_fc.weight());
             push("mlp.c_fc.bias", &blk.mlp.c_fc.bias);
-            push("mlp.c_proj.weight", &blk.mlp.c_proj.weight);
+            push("mlp.c_proj.weight", &blk.mlp.c_proj.weight());
             push("mlp.c_proj.bias", &blk.mlp.c_proj.bias);
             for p in blk.mlp.act.parameters() {
                 let t = if p.learned {
