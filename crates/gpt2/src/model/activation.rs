@@ -117,14 +117,17 @@ impl Act {
         let dtype = x.dtype();
         let shape = x.shape().clone();
         let mut v = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let (kind, p) = (self.kind, self.params);
         // Element-wise and independent: split across cores in cache-sized chunks.
-        v.par_chunks_mut(16 * 1024).for_each(|chunk| {
-            for e in chunk.iter_mut() {
-                *e = apply(kind, &p, *e);
-            }
-        });
+        v.par_chunks_mut(16 * 1024)
+            .for_each(|chunk| self.apply_in_place(chunk));
         Ok(Tensor::from_vec(v, shape, x.device())?.to_dtype(dtype)?)
+    }
+
+    /// The activation of every value, in place.
+    pub fn apply_in_place(&self, xs: &mut [f32]) {
+        for e in xs.iter_mut() {
+            *e = apply(self.kind, &self.params, *e);
+        }
     }
 
     /// The activation of one value (the reference for fused kernels).

@@ -1,20 +1,54 @@
 //! The KV cache, kept outside the model (as candle's llama.rs does) so one loaded model can
 //! serve many sequences: `model.forward(&args, Some(&mut cache))`.
+//!
+//! Each layer's keys and values live in one buffer with room to grow, written in place: a
+//! decoding step appends one position instead of copying the whole history (which costs as much
+//! as the rest of a step once sequences grow to hundreds of tokens).
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::error::Result;
 
+/// Positions added whenever a buffer runs out of room (besides doubling), so short generations
+/// allocate once.
+const GROW: usize = 64;
+
 /// Keys and values of every layer seen so far, each `[batch, n_head, seq, head_dim]`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Cache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerKv>>,
+}
+
+/// One layer: `[batch, n_head, capacity, head_dim]` buffers, the first `len` positions in use.
+#[derive(Debug)]
+struct LayerKv {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl Clone for Cache {
+    /// A deep copy: the buffers are written in place, so a clone must not share them.
+    fn clone(&self) -> Cache {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|l| LayerKv {
+                    k: l.k.copy().expect("a copy of a CPU tensor"),
+                    v: l.v.copy().expect("a copy of a CPU tensor"),
+                    len: l.len,
+                })
+            })
+            .collect();
+        Cache { layers }
+    }
 }
 
 impl Cache {
     pub fn new(n_layer: usize) -> Cache {
         Cache {
-            layers: vec![None; n_layer],
+            layers: (0..n_layer).map(|_| None).collect(),
         }
     }
 
@@ -23,8 +57,7 @@ impl Cache {
         self.layers
             .first()
             .and_then(|l| l.as_ref())
-            .map(|(k, _)| k.dims()[2])
-            .unwrap_or(0)
+            .map_or(0, |l| l.len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -35,29 +68,70 @@ impl Cache {
         self.layers.len()
     }
 
-    pub fn layer(&self, i: usize) -> Option<&(Tensor, Tensor)> {
-        self.layers.get(i).and_then(|l| l.as_ref())
+    /// Layer `i`'s keys and values, `[batch, n_head, seq, head_dim]` each (views).
+    pub fn layer(&self, i: usize) -> Option<(Tensor, Tensor)> {
+        let l = self.layers.get(i)?.as_ref()?;
+        Some((l.k.narrow(2, 0, l.len).ok()?, l.v.narrow(2, 0, l.len).ok()?))
     }
 
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
     }
 
-    /// Append this step's keys and values to layer `i` and return the whole history.
-    pub(crate) fn append(&mut self, i: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-        let (k, v) = match self.layers[i].take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        self.layers[i] = Some((k.clone(), v.clone()));
-        Ok((k, v))
+    /// Make room in layer `i` for `t` more positions of rows shaped like `like`
+    /// (`[batch, n_head, t, head_dim]`), growing the buffers when full.
+    fn reserve(&mut self, i: usize, like: &Tensor) -> Result<&mut LayerKv> {
+        let (b, h, t, d) = like.dims4()?;
+        let need = self.layers[i].as_ref().map_or(0, |l| l.len) + t;
+        let cap = self.layers[i].as_ref().map_or(0, |l| l.k.dims()[2]);
+        if need > cap {
+            let new_cap = (cap * 2).max(need + GROW);
+            let zeros = || Tensor::zeros((b, h, new_cap, d), like.dtype(), like.device());
+            let (k, v) = (zeros()?, zeros()?);
+            let len = match self.layers[i].take() {
+                Some(old) => {
+                    k.slice_set(&old.k.narrow(2, 0, old.len)?.contiguous()?, 2, 0)?;
+                    v.slice_set(&old.v.narrow(2, 0, old.len)?.contiguous()?, 2, 0)?;
+                    old.len
+                }
+                None => 0,
+            };
+            self.layers[i] = Some(LayerKv { k, v, len });
+        }
+        Ok(self.layers[i].as_mut().expect("just made"))
+    }
+
+    /// Append this step's keys and values (`[batch, n_head, t, head_dim]`) to layer `i` and
+    /// return the whole history (views).
+    pub(crate) fn append(&mut self, i: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let layer = self.reserve(i, k)?;
+        let t = k.dims()[2];
+        layer.k.slice_set(&k.contiguous()?, 2, layer.len)?;
+        layer.v.slice_set(&v.contiguous()?, 2, layer.len)?;
+        layer.len += t;
+        Ok((
+            layer.k.narrow(2, 0, layer.len)?,
+            layer.v.narrow(2, 0, layer.len)?,
+        ))
+    }
+
+    /// Layer `i`'s whole buffers, `[batch, n_head, capacity, head_dim]`, and how many positions
+    /// are in use (what the fused decode step reads in place).
+    pub(crate) fn buffers(&self, i: usize) -> Option<(&Tensor, &Tensor, usize)> {
+        let l = self.layers.get(i)?.as_ref()?;
+        Some((&l.k, &l.v, l.len))
+    }
+
+    /// The dtype of the cached tensors (None when empty).
+    pub fn dtype(&self) -> Option<DType> {
+        self.layers.first()?.as_ref().map(|l| l.k.dtype())
     }
 
     /// Keep, in this order, the batch rows named by `rows` (beam search reorders its beams).
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         for layer in self.layers.iter_mut().flatten() {
-            layer.0 = layer.0.index_select(rows, 0)?;
-            layer.1 = layer.1.index_select(rows, 0)?;
+            layer.k = layer.k.index_select(rows, 0)?;
+            layer.v = layer.v.index_select(rows, 0)?;
         }
         Ok(())
     }

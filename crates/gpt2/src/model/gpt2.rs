@@ -23,17 +23,11 @@ pub struct Conv1D {
 }
 
 impl Conv1D {
-    fn load(
-        w: &Weights,
-        prefix: &str,
-        nx: usize,
-        nf: usize,
-        dt: DType,
-        dev: &Device,
-    ) -> Result<Self> {
-        let weight = w.get(&format!("{prefix}.weight"), &[nx, nf], dt, dev)?;
+    /// `weight_t` is the `[nf, nx]` weight (from `Weights::get_many`, transposed).
+    fn load(w: &Weights, prefix: &str, weight_t: Tensor, dt: DType, dev: &Device) -> Result<Self> {
+        let nf = weight_t.dims()[0];
         Ok(Conv1D {
-            weight_t: transposed(&weight)?,
+            weight_t,
             bias: w.get(&format!("{prefix}.bias"), &[nf], dt, dev)?,
         })
     }
@@ -60,29 +54,11 @@ impl Conv1D {
     }
 }
 
-/// A 2-d tensor's transpose, contiguous (a parallel tiled copy; candle's strided copy is one
-/// element at a time on one core).
-fn transposed(w: &Tensor) -> Result<Tensor> {
-    fn go<T: candle_core::WithDType + Default>(w: &Tensor) -> Result<Tensor> {
-        let (rows, cols) = w.dims2()?;
-        let src = w.flatten_all()?.to_vec1::<T>()?;
-        let dst = super::matvec::transpose(&src, rows, cols);
-        Ok(Tensor::from_vec(dst, (cols, rows), w.device())?)
-    }
-    match w.dtype() {
-        DType::F32 => go::<f32>(w),
-        DType::F16 => go::<half::f16>(w),
-        DType::BF16 => go::<half::bf16>(w),
-        DType::F64 => go::<f64>(w),
-        _ => Ok(w.t()?.contiguous()?),
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Tensor,
-    eps: f64,
+    pub(crate) eps: f64,
 }
 
 impl LayerNorm {
@@ -104,14 +80,18 @@ impl LayerNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // Normalise in f32 whatever the weights' dtype, as PyTorch's CPU kernel accumulates.
         let dtype = x.dtype();
-        let x32 = x.to_dtype(DType::F32)?;
-        let y = candle_nn::ops::layer_norm(
-            &x32,
-            &self.weight.to_dtype(DType::F32)?,
-            &self.bias.to_dtype(DType::F32)?,
-            self.eps as f32,
-        )?;
-        Ok(y.to_dtype(dtype)?)
+        let shape = x.shape().clone();
+        let n = self.weight.dims1()?;
+        let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let w = self.weight.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let b = self.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mut y = vec![0f32; xs.len()];
+        let eps = self.eps as f32;
+        // Rows are independent: a few dozen per task.
+        y.par_chunks_mut(64 * n)
+            .zip(xs.par_chunks(64 * n))
+            .for_each(|(out, src)| super::decode::layer_norm_rows(src, &w, &b, eps, out));
+        Ok(Tensor::from_vec(y, shape, x.device())?.to_dtype(dtype)?)
     }
 }
 
@@ -127,11 +107,11 @@ fn dropout(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
 pub struct Attention {
     pub c_attn: Conv1D,
     pub c_proj: Conv1D,
-    n_head: usize,
-    head_dim: usize,
+    pub(crate) n_head: usize,
+    pub(crate) head_dim: usize,
     /// `head_dim ** -0.5` (if scale_attn_weights) divided by `layer_idx + 1` (if
     /// scale_attn_by_inverse_layer_idx), computed in f64 as Python does.
-    scaling: f64,
+    pub(crate) scaling: f64,
     attn_pdrop: f64,
     resid_pdrop: f64,
 }
@@ -140,12 +120,12 @@ impl Attention {
     fn load(
         w: &Weights,
         prefix: &str,
+        [c_attn, c_proj]: [Tensor; 2],
         cfg: &Config,
         layer_idx: usize,
         dt: DType,
         dev: &Device,
     ) -> Result<Self> {
-        let e = cfg.n_embd;
         let mut scaling = 1.0f64;
         if cfg.scale_attn_weights {
             scaling = (cfg.head_dim() as f64).powf(-0.5);
@@ -154,8 +134,8 @@ impl Attention {
             scaling /= (layer_idx + 1) as f64;
         }
         Ok(Attention {
-            c_attn: Conv1D::load(w, &format!("{prefix}.c_attn"), e, 3 * e, dt, dev)?,
-            c_proj: Conv1D::load(w, &format!("{prefix}.c_proj"), e, e, dt, dev)?,
+            c_attn: Conv1D::load(w, &format!("{prefix}.c_attn"), c_attn, dt, dev)?,
+            c_proj: Conv1D::load(w, &format!("{prefix}.c_proj"), c_proj, dt, dev)?,
             n_head: cfg.n_head,
             head_dim: cfg.head_dim(),
             scaling,
@@ -186,7 +166,7 @@ impl Attention {
         };
         let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
         let (k, v) = match cache {
-            Some((cache, layer)) => cache.append(layer, k, v)?,
+            Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
         };
 
@@ -218,11 +198,17 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    fn load(w: &Weights, prefix: &str, cfg: &Config, dt: DType, dev: &Device) -> Result<Self> {
-        let (e, inner) = (cfg.n_embd, cfg.inner_dim());
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        [c_fc, c_proj]: [Tensor; 2],
+        cfg: &Config,
+        dt: DType,
+        dev: &Device,
+    ) -> Result<Self> {
         Ok(Mlp {
-            c_fc: Conv1D::load(w, &format!("{prefix}.c_fc"), e, inner, dt, dev)?,
-            c_proj: Conv1D::load(w, &format!("{prefix}.c_proj"), inner, e, dt, dev)?,
+            c_fc: Conv1D::load(w, &format!("{prefix}.c_fc"), c_fc, dt, dev)?,
+            c_proj: Conv1D::load(w, &format!("{prefix}.c_proj"), c_proj, dt, dev)?,
             act: Act::load(w, &format!("{prefix}.act"), cfg)?,
             resid_pdrop: cfg.resid_pdrop,
         })
@@ -246,11 +232,34 @@ impl Block {
     fn load(w: &Weights, i: usize, cfg: &Config, dt: DType, dev: &Device) -> Result<Self> {
         let p = format!("h.{i}");
         let (e, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
+        let ln_1 = LayerNorm::load(w, &format!("{p}.ln_1"), e, eps, dt, dev)?;
+        // The four matrices in one allocation, each kept [out, in] (see Conv1D).
+        let inner = cfg.inner_dim();
+        let names = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
+            .map(|m| format!("{p}.{m}.weight"));
+        let shapes = [[e, 3 * e], [e, e], [e, inner], [inner, e]];
+        let specs: Vec<(&str, &[usize], bool)> = names
+            .iter()
+            .zip(&shapes)
+            .map(|(n, s)| (n.as_str(), &s[..], true))
+            .collect();
+        let [c_attn, attn_proj, c_fc, mlp_proj]: [Tensor; 4] = w
+            .get_many(&specs, dt, dev)?
+            .try_into()
+            .expect("four tensors asked for");
         Ok(Block {
-            ln_1: LayerNorm::load(w, &format!("{p}.ln_1"), e, eps, dt, dev)?,
-            attn: Attention::load(w, &format!("{p}.attn"), cfg, i, dt, dev)?,
+            ln_1,
+            attn: Attention::load(
+                w,
+                &format!("{p}.attn"),
+                [c_attn, attn_proj],
+                cfg,
+                i,
+                dt,
+                dev,
+            )?,
             ln_2: LayerNorm::load(w, &format!("{p}.ln_2"), e, eps, dt, dev)?,
-            mlp: Mlp::load(w, &format!("{p}.mlp"), cfg, dt, dev)?,
+            mlp: Mlp::load(w, &format!("{p}.mlp"), [c_fc, mlp_proj], cfg, dt, dev)?,
         })
     }
 
@@ -420,9 +429,43 @@ impl Gpt2Model {
         }
         let mut hidden = dropout(&hidden, cfg.embd_pdrop, args.train)?;
 
-        let mask = attention_bias(mask_rows.as_deref(), b, past, t, &self.device)?;
         let mut all_hidden = args.output_hidden_states.then(Vec::new);
         let mut all_attn = args.output_attentions.then(Vec::new);
+        // Decoding one position per row: the fused step (decode.rs), unless asked otherwise or
+        // something it does not do (attention maps, dropout, other dtypes) is wanted.
+        let fused = t == 1
+            && b <= super::matvec::MAX_ROWS
+            && !args.op_by_op
+            && !args.output_attentions
+            && !args.train
+            && self.dtype == DType::F32
+            && self.device.is_cpu();
+        if let (true, Some(cache)) = (fused, cache.as_deref_mut()) {
+            let e = cfg.n_embd;
+            let padded = mask_rows
+                .as_deref()
+                .filter(|rows| rows.iter().flatten().any(|&m| m == 0));
+            let mut x = hidden.flatten_all()?.to_vec1::<f32>()?;
+            for (i, block) in self.h.iter().enumerate() {
+                if let Some(hs) = all_hidden.as_mut() {
+                    hs.push(Tensor::from_slice(&x, (b, t, e), &self.device)?);
+                }
+                block.forward_step(&mut x, b, cache, i, padded)?;
+            }
+            let hidden = self
+                .ln_f
+                .forward(&Tensor::from_vec(x, (b, t, e), &self.device)?)?;
+            if let Some(hs) = all_hidden.as_mut() {
+                hs.push(hidden.clone());
+            }
+            return Ok(BaseOutput {
+                last_hidden_state: hidden,
+                hidden_states: all_hidden,
+                attentions: all_attn,
+            });
+        }
+
+        let mask = attention_bias(mask_rows.as_deref(), b, past, t, &self.device)?;
         for (i, block) in self.h.iter().enumerate() {
             if let Some(hs) = all_hidden.as_mut() {
                 hs.push(hidden.clone());

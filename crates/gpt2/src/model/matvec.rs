@@ -39,15 +39,8 @@ pub fn linear_reference(
 
 /// What [`linear_reference`] computes, fast: output rows split across cores in runs of about
 /// 64 KiB of weights; within a run, tiles of weight rows x input rows with their sums in registers.
-pub fn linear_into(
-    x: &[f32],
-    m: usize,
-    w: &[f32],
-    n: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    assert!(m > 0 && x.len() % m == 0, "x must be m rows");
+pub fn linear_into(x: &[f32], m: usize, w: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    assert!(m > 0 && x.len().is_multiple_of(m), "x must be m rows");
     let k = x.len() / m;
     assert_eq!(w.len(), n * k, "w must be [n, k]");
     assert_eq!(y.len(), m * n, "y must be [m, n]");
@@ -55,15 +48,13 @@ pub fn linear_into(
     let simd = Simd::detect();
     if m == 1 {
         // The output is one row: each task writes its own slice of it.
-        y.par_chunks_mut(per_task)
-            .enumerate()
-            .for_each(|(t, out)| {
-                let j0 = t * per_task;
-                simd.block(x, 1, k, &w[j0 * k..(j0 + out.len()) * k], out, 1);
-                if let Some(b) = bias {
-                    out.iter_mut().zip(&b[j0..]).for_each(|(o, b)| *o += b);
-                }
-            });
+        y.par_chunks_mut(per_task).enumerate().for_each(|(t, out)| {
+            let j0 = t * per_task;
+            simd.block(x, 1, k, &w[j0 * k..(j0 + out.len()) * k], out, 1);
+            if let Some(b) = bias {
+                out.iter_mut().zip(&b[j0..]).for_each(|(o, b)| *o += b);
+            }
+        });
         return;
     }
     // Several rows: tasks write [outputs, m] blocks (disjoint), transposed back at the end.
@@ -119,14 +110,7 @@ macro_rules! tiled_block {
         /// Dot products of the m rows of x with the weight rows of w, written to
         /// `out[j * stride + r]`.
         #[inline(always)]
-        fn block_impl(
-            x: &[f32],
-            m: usize,
-            k: usize,
-            w: &[f32],
-            out: &mut [f32],
-            stride: usize,
-        ) {
+        fn block_impl(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32], stride: usize) {
             let n = w.len() / k.max(1);
             let mut r = 0;
             while r < m {
@@ -315,28 +299,6 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Option<Te
     }
 }
 
-/// `src` `[rows, cols]` as `[cols, rows]`, in cache-sized tiles across cores.
-pub fn transpose<T: Copy + Default + Send + Sync>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
-    assert_eq!(src.len(), rows * cols);
-    let mut dst = vec![T::default(); rows * cols];
-    const TILE: usize = 32;
-    // Each task owns TILE rows of the destination (TILE columns of the source).
-    dst.par_chunks_mut(TILE * rows.max(1))
-        .enumerate()
-        .for_each(|(t, out)| {
-            let c0 = t * TILE;
-            let nc = out.len() / rows.max(1);
-            for r0 in (0..rows).step_by(TILE) {
-                for c in c0..c0 + nc {
-                    for r in r0..(r0 + TILE).min(rows) {
-                        out[(c - c0) * rows + r] = src[r * cols + c];
-                    }
-                }
-            }
-        });
-    dst
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,10 +318,7 @@ mod tests {
 
     fn max_rel(a: &[f32], b: &[f32]) -> f32 {
         let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        a.iter()
-            .zip(b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-            / scale
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
     }
 
     const SHAPES: [(usize, usize, usize); 8] = [
@@ -403,7 +362,11 @@ mod tests {
             let w = Tensor::from_vec(random(n * k, 5), (n, k), &dev).unwrap();
             let b = Tensor::from_vec(random(n, 6), n, &dev).unwrap();
             let fast = linear(&x, &w, Some(&b)).unwrap().unwrap();
-            let reference = x.matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+            let reference = x
+                .matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert!(max_rel(&flat(&fast), &flat(&reference)) < 1e-5);
         }
@@ -411,18 +374,5 @@ mod tests {
         let x = Tensor::zeros((9, 4), DType::F32, &dev).unwrap();
         let w = Tensor::zeros((4, 4), DType::F32, &dev).unwrap();
         assert!(linear(&x, &w, None).unwrap().is_none());
-    }
-
-    #[test]
-    fn transpose_moves_every_element() {
-        for (r, c) in [(1, 1), (3, 70), (64, 33), (100, 100)] {
-            let src: Vec<u32> = (0..(r * c) as u32).collect();
-            let t = transpose(&src, r, c);
-            for i in 0..r {
-                for j in 0..c {
-                    assert_eq!(t[j * r + i], src[i * c + j]);
-                }
-            }
-        }
     }
 }

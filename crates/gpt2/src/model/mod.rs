@@ -3,6 +3,7 @@
 
 mod activation;
 mod cache;
+mod decode;
 mod gpt2;
 mod loss;
 pub mod matvec;
@@ -36,6 +37,9 @@ pub struct ForwardArgs<'a> {
     pub logits_to_keep: usize,
     /// Dropout on (training); off by default, as after `model.eval()`.
     pub train: bool,
+    /// Run the op-by-op path even where the fused decode step applies (to check one against
+    /// the other; the results agree to rounding).
+    pub op_by_op: bool,
 }
 
 impl<'a> ForwardArgs<'a> {

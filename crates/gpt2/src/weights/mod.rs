@@ -341,8 +341,58 @@ impl Weights {
         dtype: DType,
         device: &Device,
     ) -> Result<Option<Tensor>> {
-        let key = canonical(name);
-        let Some(slot) = self.tensors.get(key) else {
+        let Some((slot, file)) = self.slot(name, shape)? else {
+            return Ok(None);
+        };
+        let tensor = convert::to_tensor(slot, &file.map, dtype, device)
+            .map_err(|msg| Error::weights(&file.path, format!("tensor `{name}`: {msg}")))?;
+        self.mark_used(name);
+        Ok(Some(tensor))
+    }
+
+    /// Several tensors in one allocation (each returned tensor a view of it), each given as
+    /// (name, shape as stored, transposed). A transposed entry is a 2-d tensor returned as its
+    /// contiguous transpose: `get(..).t().contiguous()`, in one pass from the file. One
+    /// allocation per layer keeps its weights on huge pages end to end (see convert.rs).
+    pub fn get_many(
+        &self,
+        specs: &[(&str, &[usize], bool)],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Vec<Tensor>> {
+        let mut views = Vec::with_capacity(specs.len());
+        for &(name, shape, transpose) in specs {
+            let (slot, file) = self
+                .slot(name, shape)?
+                .ok_or_else(|| Error::MissingTensor {
+                    path: self.origin.clone(),
+                    name: name.to_string(),
+                })?;
+            let view = if transpose && slot.shape.len() == 2 {
+                Slot {
+                    shape: vec![slot.shape[1], slot.shape[0]],
+                    strides: vec![slot.strides[1], slot.strides[0]],
+                    ..slot.clone()
+                }
+            } else {
+                slot.clone()
+            };
+            views.push((view, file));
+        }
+        let parts: Vec<(&Slot, &[u8])> = views.iter().map(|(s, f)| (s, &f.map[..])).collect();
+        let tensors = convert::to_tensors(&parts, dtype, device).map_err(|msg| {
+            let names: Vec<&str> = specs.iter().map(|s| s.0).collect();
+            Error::weights(&views[0].1.path, format!("tensors {names:?}: {msg}"))
+        })?;
+        for &(name, _, _) in specs {
+            self.mark_used(name);
+        }
+        Ok(tensors)
+    }
+
+    /// The slot of `name` and its file, checked to have `shape`; None when absent.
+    fn slot(&self, name: &str, shape: &[usize]) -> Result<Option<(&Slot, &MappedFile)>> {
+        let Some(slot) = self.tensors.get(canonical(name)) else {
             return Ok(None);
         };
         let file = &self.files[slot.file];
@@ -354,12 +404,13 @@ impl Weights {
                 found: slot.shape.clone(),
             });
         }
-        let tensor = convert::to_tensor(slot, &file.map, dtype, device)
-            .map_err(|msg| Error::weights(&file.path, format!("tensor `{name}`: {msg}")))?;
+        Ok(Some((slot, file)))
+    }
+
+    fn mark_used(&self, name: &str) {
         if let Ok(mut used) = self.used.lock() {
-            used.insert(key.to_string());
+            used.insert(canonical(name).to_string());
         }
-        Ok(Some(tensor))
     }
 
     pub fn contains(&self, name: &str) -> bool {

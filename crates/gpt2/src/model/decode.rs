@@ -1,0 +1,138 @@
+//! One decoding step of a block, fused: a few rows of one new token each, through the KV cache,
+//! on plain f32 slices. The op-by-op path (`Block::forward`) allocates a tensor and dispatches a
+//! kernel for each of about thirty small operations per layer; here each layer is eight loops
+//! over a few rows, and the time goes to streaming the weights, as it should.
+//!
+//! `Block::forward` is the reference: tests/decode.rs checks every step against it.
+
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+use super::cache::Cache;
+use super::gpt2::{Block, LayerNorm};
+use super::matvec::{self, with_f32};
+use crate::error::{Error, Result};
+
+/// LayerNorm over the last dimension of `x` (rows of `n`), in two passes (mean, then the
+/// centred variance) as PyTorch's CPU kernel computes it.
+pub(crate) fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    let n = w.len();
+    for (src, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let mean = src.iter().sum::<f32>() / n as f32;
+        let var = src.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+        let inv_std = 1.0 / (var + eps).sqrt();
+        for (((d, s), g), bb) in dst.iter_mut().zip(src).zip(w).zip(b) {
+            *d = (s - mean) * inv_std * g + bb;
+        }
+    }
+}
+
+/// The parameters of a layer norm, borrowed as slices.
+fn norm(ln: &LayerNorm, x: &[f32], out: &mut [f32]) -> Result<()> {
+    with_f32(&ln.weight, |w| {
+        with_f32(&ln.bias, |b| layer_norm_rows(x, w, b, ln.eps as f32, out))
+    })
+    .flatten()
+    .ok_or_else(not_f32)
+}
+
+fn not_f32() -> Error {
+    Error::Input("the fused decode step needs contiguous f32 CPU tensors".into())
+}
+
+/// `y = x @ W + b` through a Conv1D's `[out, in]` weight.
+fn conv1d(c: &super::gpt2::Conv1D, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+    let n = c.bias.dims1()?;
+    with_f32(c.weight_out_in(), |w| {
+        with_f32(&c.bias, |b| matvec::linear_into(x, m, w, n, Some(b), y))
+    })
+    .flatten()
+    .ok_or_else(not_f32)
+}
+
+impl Block {
+    /// One new position for each of the `rows` rows of `x` (`[rows, n_embd]`, the residual
+    /// stream, updated in place); `mask` is the full attention mask (past + this position) or
+    /// None when nothing is masked.
+    pub(crate) fn forward_step(
+        &self,
+        x: &mut [f32],
+        rows: usize,
+        cache: &mut Cache,
+        layer: usize,
+        mask: Option<&[Vec<u32>]>,
+    ) -> Result<()> {
+        let e = x.len() / rows;
+        let (h, d) = (self.attn.n_head, self.attn.head_dim);
+        let mut ln = vec![0f32; rows * e];
+        norm(&self.ln_1, x, &mut ln)?;
+        let mut qkv = vec![0f32; rows * 3 * e];
+        conv1d(&self.attn.c_attn, &ln, rows, &mut qkv)?;
+
+        // This position's keys and values into the cache, [rows, H, 1, D].
+        let split = |part: usize| -> Result<Tensor> {
+            let v: Vec<f32> = qkv
+                .chunks_exact(3 * e)
+                .flat_map(|r| r[part * e..(part + 1) * e].iter().copied())
+                .collect();
+            Ok(Tensor::from_vec(v, (rows, h, 1, d), &Device::Cpu)?)
+        };
+        cache.append(layer, &split(1)?, &split(2)?)?;
+        let (kbuf, vbuf, len) = cache.buffers(layer).expect("just appended");
+        let cap = kbuf.dims()[2];
+
+        // Attention, one (row, head) pair per task: scores scaled, masked with the dtype's
+        // minimum (as the op-by-op path adds it), softmaxed, then the weighted sum of values.
+        let scale = self.attn.scaling as f32;
+        let mut att = vec![0f32; rows * e];
+        with_f32(kbuf, |ks| {
+            with_f32(vbuf, |vs| {
+                att.par_chunks_mut(d).enumerate().for_each(|(rh, out)| {
+                    let (r, hd) = (rh / h, rh % h);
+                    let q = &qkv[r * 3 * e + hd * d..r * 3 * e + (hd + 1) * d];
+                    let base = (r * h + hd) * cap * d;
+                    let mut p: Vec<f32> = (0..len)
+                        .map(|s| {
+                            let k = &ks[base + s * d..base + (s + 1) * d];
+                            let dot: f32 = q.iter().zip(k).map(|(a, b)| a * b).sum();
+                            let bias = match mask {
+                                Some(m) if m[r][s] == 0 => f32::MIN,
+                                _ => 0.0,
+                            };
+                            dot * scale + bias
+                        })
+                        .collect();
+                    let max = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let mut sum = 0f32;
+                    for v in p.iter_mut() {
+                        *v = (*v - max).exp();
+                        sum += *v;
+                    }
+                    out.fill(0.0);
+                    for (s, ps) in p.iter().enumerate() {
+                        let w = ps / sum;
+                        let v = &vs[base + s * d..base + (s + 1) * d];
+                        for (o, vv) in out.iter_mut().zip(v) {
+                            *o += w * vv;
+                        }
+                    }
+                })
+            })
+        })
+        .flatten()
+        .ok_or_else(not_f32)?;
+
+        let mut proj = vec![0f32; rows * e];
+        conv1d(&self.attn.c_proj, &att, rows, &mut proj)?;
+        x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+
+        norm(&self.ln_2, x, &mut ln)?;
+        let inner = self.mlp.c_fc.bias.dims1()?;
+        let mut hidden = vec![0f32; rows * inner];
+        conv1d(&self.mlp.c_fc, &ln, rows, &mut hidden)?;
+        self.mlp.act.apply_in_place(&mut hidden);
+        conv1d(&self.mlp.c_proj, &hidden, rows, &mut proj)?;
+        x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+}
