@@ -1,0 +1,147 @@
+//! The fused decode step (model/decode.rs) against the op-by-op path it replaces: same cache,
+//! same inputs, every fixture architecture (activations, odd head counts, inverse-layer-idx
+//! scaling, untied heads), left padding, and sequences long enough to grow the cache.
+
+mod common;
+
+use std::fs;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use common::{model_dir, scaled_error};
+use gpt2::model::{Cache, ForwardArgs, Gpt2LmHeadModel};
+use gpt2::weights::Weights;
+use gpt2::Config;
+
+fn load(name: &str) -> Gpt2LmHeadModel {
+    let dir = model_dir(name);
+    let config = Config::from_file(dir.join("config.json")).unwrap();
+    let weights = Weights::from_dir(&dir).unwrap();
+    Gpt2LmHeadModel::load(&weights, &config, DType::F32, &Device::Cpu).unwrap()
+}
+
+fn fixture_models() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(common::fixtures().join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 6, "{names:?}");
+    names
+}
+
+fn ids(rows: &[Vec<u32>]) -> Tensor {
+    Tensor::new(rows.to_vec(), &Device::Cpu).unwrap()
+}
+
+/// Prefill left-padded prompts, then decode `steps` tokens twice per step, fused and op by op,
+/// on two copies of one cache; every step's logits and hidden states must agree.
+fn compare(model: &Gpt2LmHeadModel, prompt_lens: &[usize], steps: usize) {
+    let cfg = model.config();
+    let (b, t) = (prompt_lens.len(), *prompt_lens.iter().max().unwrap());
+    let mut rows = Vec::new();
+    let mut mask = Vec::new();
+    for (r, &len) in prompt_lens.iter().enumerate() {
+        let pad = t - len;
+        rows.push(
+            (0..t)
+                .map(|i| ((r * 31 + i * 7) % cfg.vocab_size) as u32)
+                .collect::<Vec<_>>(),
+        );
+        mask.push((0..t).map(|i| u32::from(i >= pad)).collect::<Vec<_>>());
+    }
+    let mut fused_cache = Cache::new(cfg.n_layer);
+    let prefill = ForwardArgs {
+        input_ids: Some(&ids(&rows)),
+        attention_mask: Some(&ids(&mask)),
+        logits_to_keep: 1,
+        ..Default::default()
+    };
+    model.forward(&prefill, Some(&mut fused_cache)).unwrap();
+    let mut reference_cache = fused_cache.clone();
+    for step in 0..steps {
+        for m in mask.iter_mut() {
+            m.push(1);
+        }
+        let new: Vec<Vec<u32>> = (0..b)
+            .map(|r| vec![((step * 13 + r * 5 + 1) % cfg.vocab_size) as u32])
+            .collect();
+        let (new, full_mask) = (ids(&new), ids(&mask));
+        let args = |op_by_op| ForwardArgs {
+            input_ids: Some(&new),
+            attention_mask: Some(&full_mask),
+            output_hidden_states: true,
+            op_by_op,
+            ..Default::default()
+        };
+        let fused = model.forward(&args(false), Some(&mut fused_cache)).unwrap();
+        let reference = model
+            .forward(&args(true), Some(&mut reference_cache))
+            .unwrap();
+        let what = format!("{} rows {prompt_lens:?} step {step}", cfg.n_layer);
+        let err = scaled_error(
+            fused.logits.as_ref().unwrap(),
+            reference.logits.as_ref().unwrap(),
+        );
+        assert!(err < 1e-5, "logits, {what}: {err:e}");
+        let (hf, hr) = (
+            fused.hidden_states.as_ref().unwrap(),
+            reference.hidden_states.as_ref().unwrap(),
+        );
+        assert_eq!(hf.len(), hr.len());
+        for (i, (f, r)) in hf.iter().zip(hr).enumerate() {
+            let err = scaled_error(f, r);
+            assert!(err < 1e-5, "hidden state {i}, {what}: {err:e}");
+        }
+    }
+    assert_eq!(fused_cache.seq_len(), reference_cache.seq_len());
+    for layer in 0..cfg.n_layer {
+        let (kf, vf) = fused_cache.layer(layer).unwrap();
+        let (kr, vr) = reference_cache.layer(layer).unwrap();
+        assert!(scaled_error(&kf, &kr) < 1e-5 && scaled_error(&vf, &vr) < 1e-5);
+    }
+}
+
+#[test]
+fn fused_step_matches_op_by_op_on_every_fixture() {
+    for name in fixture_models() {
+        let model = load(&name);
+        compare(&model, &[5, 2, 4], 4);
+        compare(&model, &[3], 3);
+    }
+}
+
+#[test]
+fn fused_step_matches_through_cache_growth() {
+    // Past the first allocation (prompt + 64 positions) and a regrowth.
+    let model = load("gpt2-vocab");
+    let n = model.config().n_positions;
+    assert!(n >= 100, "gpt2-vocab has {n} positions");
+    compare(&model, &[7, 3], n - 8);
+}
+
+#[test]
+fn eight_rows_are_fused_and_more_fall_back() {
+    let model = load("tiny");
+    compare(&model, &[4; 8], 2);
+    compare(&model, &[2, 3, 4, 1, 2, 3, 4, 4, 3], 2);
+}
+
+#[test]
+fn a_cloned_cache_is_independent() {
+    let model = load("tiny");
+    let ids1 = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
+    let mut cache = Cache::new(model.config().n_layer);
+    model
+        .forward(&ForwardArgs::ids(&ids1), Some(&mut cache))
+        .unwrap();
+    let snapshot = cache.clone();
+    let before = snapshot.layer(0).unwrap().0.i((.., .., ..3, ..)).unwrap();
+    let step = Tensor::new(&[[7u32]], &Device::Cpu).unwrap();
+    model
+        .forward(&ForwardArgs::ids(&step), Some(&mut cache))
+        .unwrap();
+    assert_eq!(snapshot.seq_len(), 3);
+    assert_eq!(cache.seq_len(), 4);
+    let after = snapshot.layer(0).unwrap().0;
+    assert_eq!(scaled_error(&after, &before), 0.0);
+}
