@@ -1,6 +1,18 @@
 #!/usr/bin/env python3
-"""The PyTorch side of `gpt2 bench`: load time and prefill time of transformers' GPT2LMHeadModel
-on the same checkpoint, printed as one JSON object. Run by `gpt2 bench`, not by hand."""
+"""The PyTorch side of `gpt2 bench`, run by it (not by hand) as a small server, so that each of its
+measurements is taken right beside the same measurement of gpt2-rs: the machine's memory
+bandwidth drifts by a quarter over minutes, and ratios of timings taken far apart drift with it.
+
+    python bench_torch.py MODEL_DIR
+
+Prints one JSON line when the model is loaded (versions, threads, import and load time), then
+answers one JSON line per JSON line read on stdin:
+    {"op": "prefill", "n": 512, "repeats": 5}                       -> {"s": median seconds}
+    {"op": "decode", "batch": 8, "beams": 1, "new": 64, "repeats": 3} -> {"tok_s": median rate}
+    {"op": "quit"}
+Decoding is greedy generate() from 16 random prompt tokens, no eos (so exactly `new` tokens),
+all rows' tokens counted.
+"""
 
 import json
 import statistics
@@ -10,63 +22,57 @@ import time
 import torch
 
 
-def decode_rates(model, vocab, new_tokens, repeats, g):
-    """Tokens per second of generate(): batch-1 greedy, batch-8 greedy (all rows' tokens), beam 4."""
-    # No eos, so every run produces exactly new_tokens tokens.
-    model.generation_config.eos_token_id = None
-    model.generation_config.pad_token_id = 0
-    out = {}
-    for name, batch, beams in (("greedy_b1", 1, 1), ("greedy_b8", 8, 1), ("beam4_b1", 1, 4)):
-        ids = torch.randint(0, vocab, (batch, 16), generator=g)
-        kwargs = dict(max_new_tokens=new_tokens, do_sample=False, num_beams=beams, attention_mask=torch.ones_like(ids))
-        model.generate(ids, **kwargs)  # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model.generate(ids, **kwargs)
-            times.append(time.perf_counter() - t0)
-        out[name] = batch * new_tokens / statistics.median(times)
-    return out
-
-
 def main():
-    model_dir, prefill_lens, repeats = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], int(sys.argv[3])
-    new_tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    model_dir = sys.argv[1]
     t0 = time.perf_counter()
+    import transformers
     from transformers import GPT2LMHeadModel
 
     import_s = time.perf_counter() - t0
-    import transformers
-
+    # transformers 5 renamed from_pretrained's torch_dtype to dtype.
+    major = int(transformers.__version__.split(".")[0])
+    dtype_kw = {"dtype" if major >= 5 else "torch_dtype": torch.float32}
     loads = []
     for _ in range(3):
         t0 = time.perf_counter()
-        model = GPT2LMHeadModel.from_pretrained(model_dir, dtype=torch.float32).eval()
+        model = GPT2LMHeadModel.from_pretrained(model_dir, **dtype_kw).eval()
         loads.append(time.perf_counter() - t0)
-    load_s = statistics.median(loads)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
-    prefill = {}
-    with torch.inference_mode():
-        for n in [n for n in prefill_lens if n > 0]:
-            ids = torch.randint(0, vocab, (1, n), generator=g)
-            model(ids)  # warm-up
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model(ids)
-                times.append(time.perf_counter() - t0)
-            prefill[str(n)] = statistics.median(times)
-        decode = decode_rates(model, vocab, new_tokens, repeats, g) if new_tokens else {}
     print(json.dumps({
-        "decode_tok_s": decode,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
         "import_s": import_s,
-        "load_s": load_s,
-        "prefill_s": prefill,
-    }))
+        "load_s": statistics.median(loads),
+    }), flush=True)
+
+    def timed(fn, repeats):
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    for line in sys.stdin:
+        req = json.loads(line)
+        with torch.inference_mode():
+            if req["op"] == "prefill":
+                ids = torch.randint(0, vocab, (1, req["n"]), generator=g)
+                out = {"s": timed(lambda: model(ids), req["repeats"])}
+            elif req["op"] == "decode":
+                ids = torch.randint(0, vocab, (req["batch"], 16), generator=g)
+                kwargs = dict(max_new_tokens=req["new"], do_sample=False, num_beams=req["beams"],
+                              attention_mask=torch.ones_like(ids))
+                s = timed(lambda: model.generate(ids, **kwargs), req["repeats"])
+                out = {"tok_s": req["batch"] * req["new"] / s}
+            else:
+                break
+        print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ enum Command {
         dtype: Dtype,
         text: String,
     },
-    /// Time loading and prefill against transformers (PyTorch) in the same run.
+    /// Time loading, prefill and decoding against transformers (PyTorch) in the same run.
     Bench {
         #[arg(long)]
         model: String,
@@ -142,11 +142,15 @@ enum Command {
         /// Prefill lengths, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "512")]
         prefill: Vec<usize>,
-        #[arg(long, default_value_t = 5)]
+        /// Timed runs per measurement and round (the median is kept).
+        #[arg(long, default_value_t = 3)]
         repeats: usize,
         /// New tokens per decode measurement (batch-1 greedy, batch-8, beam 4); 0 skips them.
         #[arg(long, default_value_t = 64)]
         decode: usize,
+        /// Rounds per measurement, alternating this project and PyTorch (the median is kept).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Print the module tree as PyTorch does, and every parameter with its shape.
     Inspect {
@@ -243,12 +247,14 @@ fn run(command: Command) -> Result<()> {
             prefill,
             repeats,
             decode,
+            rounds,
         } => bench::run(&bench::BenchArgs {
             model: &model,
             python: python.as_deref(),
             prefill: &prefill,
             repeats,
             decode,
+            rounds,
         }),
     }
 }

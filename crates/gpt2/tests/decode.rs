@@ -120,10 +120,14 @@ fn fused_step_matches_through_cache_growth() {
 }
 
 #[test]
-fn eight_rows_are_fused_and_more_fall_back() {
+fn up_to_max_rows_are_fused_and_more_fall_back() {
     let model = load("tiny");
     compare(&model, &[4; 8], 2);
-    compare(&model, &[2, 3, 4, 1, 2, 3, 4, 4, 3], 2);
+    let lens: Vec<usize> = (0..gpt2::model::matvec::MAX_ROWS + 1)
+        .map(|i| 1 + i % 4)
+        .collect();
+    compare(&model, &lens[..lens.len() - 1], 2);
+    compare(&model, &lens, 2);
 }
 
 #[test]

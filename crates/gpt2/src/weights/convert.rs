@@ -99,7 +99,7 @@ fn fill<T: WithDType>(slot: &Slot, bytes: &[u8], dst: &mut [MaybeUninit<T>]) -> 
 
 /// An empty vector with room for `n` elements, the whole 2 MiB pages of it marked for
 /// transparent huge pages before anything touches them (Linux; elsewhere a plain allocation).
-pub(crate) fn advised_vec<T>(n: usize) -> Vec<T> {
+pub fn advised_vec<T>(n: usize) -> Vec<T> {
     let v: Vec<T> = Vec::with_capacity(n);
     #[cfg(target_os = "linux")]
     {

@@ -23,6 +23,7 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 
+pub use convert::advised_vec;
 pub use hub::{resolve_model_dir, ResolveOptions};
 
 /// The weight files [`Weights::from_dir`] looks for, in order of preference.

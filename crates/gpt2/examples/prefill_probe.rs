@@ -1,0 +1,30 @@
+use candle_core::{Device, Tensor};
+use gpt2::model::{Cache, ForwardArgs};
+use gpt2::{LoadOptions, Pretrained};
+use std::time::Instant;
+fn main() -> gpt2::Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global()
+        .unwrap();
+    let p = Pretrained::load(&std::env::args().nth(1).unwrap(), &LoadOptions::default())?;
+    for n in [1usize, 2, 4, 8, 9, 16, 32, 64] {
+        let ids: Vec<u32> = (0..n as u32).map(|i| i * 17 + 3).collect();
+        let ids = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let mut cache = Cache::new(12);
+            let t0 = Instant::now();
+            p.model.forward(
+                &ForwardArgs {
+                    logits_to_keep: 1,
+                    ..ForwardArgs::ids(&ids)
+                },
+                Some(&mut cache),
+            )?;
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        println!("prefill {n:>3} (logits of the last): {:.1} ms", best * 1e3);
+    }
+    Ok(())
+}
