@@ -335,7 +335,7 @@ impl Gpt2Model {
 
     /// GPT2Model.forward: `last_hidden_state` and, when asked, hidden states and attentions.
     pub fn forward(&self, args: &ForwardArgs, cache: Option<&mut Cache>) -> Result<ModelOutput> {
-        let base = self.forward_base(args, cache)?;
+        let base = super::on_pool(|| self.forward_base(args, cache))?;
         Ok(ModelOutput {
             last_hidden_state: base.last_hidden_state,
             hidden_states: base.hidden_states,
@@ -549,6 +549,10 @@ impl Gpt2LmHeadModel {
     /// GPT2LMHeadModel.forward. `args.logits_to_keep` > 0 computes logits for only that many
     /// final positions (what generation needs after prefill).
     pub fn forward(&self, args: &ForwardArgs, cache: Option<&mut Cache>) -> Result<ModelOutput> {
+        super::on_pool(|| self.forward_lm(args, cache))
+    }
+
+    fn forward_lm(&self, args: &ForwardArgs, cache: Option<&mut Cache>) -> Result<ModelOutput> {
         if args.labels.is_some() && args.logits_to_keep != 0 {
             return Err(Error::Input(
                 "labels need the logits of every position (logits_to_keep = 0)".into(),

@@ -181,6 +181,9 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
+    /// How far ahead to prefetch weights: about 48 KiB, and at least the next tile.
+    const PREFETCH_BYTES: usize = 48 * 1024;
+
     /// `[x_r . w_j]` for J weight rows and R input rows (each of length k), sums in registers.
     #[inline(always)]
     fn tile<const J: usize, const R: usize>(x: &[f32], w: &[f32], k: usize) -> [[f32; R]; J] {
@@ -190,11 +193,23 @@ mod avx2 {
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); R]; J];
             let (xp, wp) = (x.as_ptr(), w.as_ptr());
+            let tile = J * k;
+            let ahead = (PREFETCH_BYTES / (tile * 4)).max(1) * tile;
             let mut i = 0;
             while i + 8 <= k {
                 let mut xv = [_mm256_setzero_ps(); R];
                 for (r, v) in xv.iter_mut().enumerate() {
                     *v = _mm256_loadu_ps(xp.add(r * k + i));
+                }
+                if i % 16 == 0 {
+                    // One cache line per row per two steps, `ahead` floats on: the hardware
+                    // prefetcher alone leaves the core waiting on memory between its bursts of
+                    // arithmetic (measured: 25 -> 27-32 GB/s for one row, 17 -> 24-27 for four).
+                    // A prefetch is a hint that cannot fault, so running past the end is fine.
+                    for j in 0..J {
+                        let p = wp.wrapping_add(j * k + i + ahead);
+                        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+                    }
                 }
                 for (j, aj) in acc.iter_mut().enumerate() {
                     let wv = _mm256_loadu_ps(wp.add(j * k + i));

@@ -17,6 +17,18 @@ pub use gpt2::{Attention, Block, Conv1D, Gpt2LmHeadModel, Gpt2Model, LayerNorm, 
 pub use loss::{causal_lm_loss, IGNORE_INDEX};
 pub use repr::{module_tree, python_float};
 
+/// Run `f` on a worker of rayon's pool (at once when already on one). The parallel loops of a
+/// forward then fork and join inside the pool; called from outside it, each of the ~60 loops of
+/// a decoding step would wake the pool and put this thread to sleep (measured: four fifths of a
+/// small product's time went to that).
+pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// The arguments of a forward pass, named as in `transformers`. Integer inputs are `[batch, seq]`
 /// tensors of any integer dtype.
 #[derive(Debug, Clone, Copy, Default)]
