@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use clap::Args;
-use gpt2::generation::{self, GenerateOptions, GenerationConfig, Prompts};
+use gpt2::generation::{self, GenerateOptions, GenerationConfig, Prompts, TextStreamer};
 use gpt2::model::ForwardArgs;
 use gpt2::Pretrained;
 use gpt2_tokenizer::{PaddingOptions, PaddingSide};
@@ -15,46 +15,64 @@ use serde_json::{json, Map, Value};
 /// Decoding settings; each one given overrides generation_config.json.
 #[derive(Args, Debug, Default)]
 pub struct GenerateFlags {
+    /// New tokens to generate at most (default: generation_config.json, else 20 in all).
     #[arg(long)]
     max_new_tokens: Option<usize>,
+    /// Prompt plus new tokens at most.
     #[arg(long)]
     max_length: Option<usize>,
+    /// No eos before this many new tokens.
     #[arg(long)]
     min_new_tokens: Option<usize>,
+    /// Sample instead of taking the most likely token (greedy / beam search).
     #[arg(long)]
     do_sample: bool,
+    /// Divide the logits by this before sampling.
     #[arg(long)]
     temperature: Option<f64>,
+    /// Keep the k most likely tokens (sampling; with --penalty-alpha, contrastive search's candidates).
     #[arg(long)]
     top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose probability reaches p (nucleus sampling).
     #[arg(long)]
     top_p: Option<f64>,
+    /// Locally typical sampling mass.
     #[arg(long)]
     typical_p: Option<f64>,
+    /// Drop tokens less likely than min_p times the most likely one.
     #[arg(long)]
     min_p: Option<f64>,
+    /// Penalise tokens already in the sequence (1.0: none).
     #[arg(long)]
     repetition_penalty: Option<f64>,
+    /// Never repeat an n-gram of this size.
     #[arg(long)]
     no_repeat_ngram_size: Option<usize>,
+    /// Beam search with this many beams.
     #[arg(long)]
     num_beams: Option<usize>,
+    /// Diverse beam search: split the beams into this many groups.
     #[arg(long)]
     num_beam_groups: Option<usize>,
+    /// Diverse beam search: penalty for a token another group chose at this step.
     #[arg(long)]
     diversity_penalty: Option<f64>,
+    /// Contrastive search's degeneration penalty (with --top-k).
     #[arg(long)]
     penalty_alpha: Option<f64>,
+    /// Beam scores are divided by length ** this.
     #[arg(long)]
     length_penalty: Option<f64>,
     /// Stop beams once num_beams hypotheses are finished.
     #[arg(long)]
     early_stopping: bool,
+    /// Sequences returned per prompt.
     #[arg(long)]
     num_return_sequences: Option<usize>,
     /// Stop when the generated text contains this (repeatable).
     #[arg(long = "stop")]
     stop: Vec<String>,
+    /// Seed for sampling: the same seed gives the same tokens on every run.
     #[arg(long)]
     seed: Option<u64>,
 }
@@ -154,17 +172,17 @@ pub fn generate(
         let mut out = stdout.lock();
         write!(out, "{}", prompts[0])?;
         out.flush()?;
-        let mut decoder = tok.decode_stream(false);
         let mut write_err: Option<std::io::Error> = None;
-        let mut on_step = |tokens: &[u32]| {
-            if let Some(text) = decoder.step(tokens[0]) {
-                if let Err(e) = write!(out, "{text}").and_then(|_| out.flush()) {
+        let mut streamer = TextStreamer::new(&tok, false, |text: &str| {
+            match write!(out, "{text}").and_then(|_| out.flush()) {
+                Ok(()) => true,
+                Err(e) => {
                     write_err = Some(e);
-                    return false;
+                    false
                 }
             }
-            true
-        };
+        });
+        let mut on_step = |tokens: &[u32]| streamer.put(tokens);
         generation::generate(
             &p.model,
             Prompts {
@@ -177,12 +195,10 @@ pub fn generate(
                 on_step: Some(&mut on_step),
             },
         )?;
+        streamer.end();
+        drop(streamer);
         if let Some(e) = write_err {
             return Err(e.into());
-        }
-        let mut out = stdout.lock();
-        if let Some(rest) = decoder.flush() {
-            write!(out, "{rest}")?;
         }
         writeln!(out)?;
         return Ok(());

@@ -176,3 +176,46 @@ fn an_empty_prompt_starts_from_bos() {
     let no_bos = cfg(serde_json::json!({"max_new_tokens": 3, "bos_token_id": null}));
     assert!(generate(&model, prompts(&rows), &no_bos, GenerateOptions::default()).is_err());
 }
+
+#[test]
+fn text_streamer_yields_the_decoded_text_in_whole_characters() {
+    let model = load("gpt2-vocab");
+    let tok = Tokenizer::gpt2();
+    let rows = vec![tok.encode("Streaming: caf\u{e9}")];
+    let c = cfg(serde_json::json!({"max_new_tokens": 24, "eos_token_id": null}));
+    let mut pieces: Vec<String> = Vec::new();
+    let mut streamer = gpt2::generation::TextStreamer::new(&tok, false, |t: &str| {
+        pieces.push(t.to_string());
+        true
+    });
+    let mut on_step = |tokens: &[u32]| streamer.put(tokens);
+    let opts = GenerateOptions {
+        tokenizer: Some(&tok),
+        on_step: Some(&mut on_step),
+    };
+    let out = generate(&model, prompts(&rows), &c, opts).unwrap();
+    streamer.end();
+    drop(streamer);
+    let new = &out.sequences[0][rows[0].len()..];
+    assert_eq!(pieces.concat(), tok.decode(new, false).unwrap());
+    // Every piece is whole characters of the final text (no U+FFFD from a split character,
+    // unless the whole decode has one).
+    let whole = tok.decode(new, false).unwrap();
+    for p in &pieces {
+        assert!(!p.contains('\u{fffd}') || whole.contains('\u{fffd}'));
+    }
+
+    // Returning false stops generation.
+    let mut count = 0;
+    let mut streamer = gpt2::generation::TextStreamer::new(&tok, false, |_: &str| {
+        count += 1;
+        count < 3
+    });
+    let mut on_step = |tokens: &[u32]| streamer.put(tokens);
+    let opts = GenerateOptions {
+        tokenizer: Some(&tok),
+        on_step: Some(&mut on_step),
+    };
+    let out = generate(&model, prompts(&rows), &c, opts).unwrap();
+    assert!(out.sequences[0].len() < rows[0].len() + 24);
+}

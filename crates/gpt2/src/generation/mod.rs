@@ -16,9 +16,11 @@ mod rng;
 mod runner;
 mod sample;
 mod stopping;
+mod streamer;
 
 pub use config::{EarlyStopping, GenerationConfig, GenerationMode};
 pub use rng::Rng;
+pub use streamer::TextStreamer;
 
 use candle_core::Tensor;
 use gpt2_tokenizer::Tokenizer;
