@@ -122,26 +122,6 @@ impl GenerateFlags {
     }
 }
 
-fn base_config(p: &Pretrained) -> Result<GenerationConfig> {
-    let path = p.dir.join("generation_config.json");
-    let mut cfg = if path.exists() {
-        GenerationConfig::from_file(&path)?
-    } else {
-        GenerationConfig::from_model_config(&p.config)
-    };
-    // Special tokens missing from generation_config.json come from config.json, as in transformers.
-    if cfg.eos_token_id.is_none() {
-        cfg.eos_token_id = p.config.eos_token_id.clone();
-    }
-    if cfg.bos_token_id.is_none() {
-        cfg.bos_token_id = p.config.bos_token_id.clone();
-    }
-    if cfg.pad_token_id.is_none() {
-        cfg.pad_token_id = p.config.pad_token_id.clone();
-    }
-    Ok(cfg)
-}
-
 pub fn generate(
     p: &Pretrained,
     flags: &GenerateFlags,
@@ -150,7 +130,8 @@ pub fn generate(
     as_json: bool,
 ) -> Result<()> {
     let tok = p.tokenizer()?.clone().with_pad_token_eos();
-    let mut cfg = base_config(p)?.with_overrides(&flags.overrides())?;
+    let mut cfg =
+        GenerationConfig::for_model(&p.dir, &p.config)?.with_overrides(&flags.overrides())?;
     cfg.return_dict_in_generate = true;
     cfg.output_scores = true;
     let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();

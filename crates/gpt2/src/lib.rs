@@ -5,12 +5,14 @@
 //!   code execution), local directories and the Hugging Face hub cache.
 //! - [`model`]: GPT2Model and GPT2LMHeadModel, with the KV cache kept outside the model.
 //! - [`generation`]: the decoding loop.
+//! - [`pipeline`]: transformers' pipelines (text generation, classification, features, ...).
 //! - [`pretrained`]: a directory or hub id to a loaded model and tokenizer.
 
 pub mod config;
 pub mod error;
 pub mod generation;
 pub mod model;
+pub mod pipeline;
 pub mod pretrained;
 pub mod weights;
 

@@ -234,6 +234,42 @@ impl GenerationConfig {
         }
     }
 
+    /// The model's generation config as `from_pretrained` makes it: generation_config.json in
+    /// `dir` when there is one, else [`GenerationConfig::from_model_config`]; special tokens the
+    /// file lacks come from config.json.
+    pub fn for_model(dir: &Path, config: &Config) -> Result<GenerationConfig> {
+        let path = dir.join("generation_config.json");
+        let mut cfg = if path.exists() {
+            GenerationConfig::from_file(&path)?
+        } else {
+            GenerationConfig::from_model_config(config)
+        };
+        if cfg.eos_token_id.is_none() {
+            cfg.eos_token_id = config.eos_token_id.clone();
+        }
+        if cfg.bos_token_id.is_none() {
+            cfg.bos_token_id = config.bos_token_id.clone();
+        }
+        if cfg.pad_token_id.is_none() {
+            cfg.pad_token_id = config.pad_token_id.clone();
+        }
+        Ok(cfg)
+    }
+
+    /// The settings that differ from a default GenerationConfig (`to_diff_dict()`'s keys).
+    pub fn set_keys(&self) -> Vec<String> {
+        let (Ok(serde_json::Value::Object(mine)), Ok(serde_json::Value::Object(default))) = (
+            serde_json::to_value(self),
+            serde_json::to_value(GenerationConfig::default()),
+        ) else {
+            return Vec::new();
+        };
+        mine.into_iter()
+            .filter(|(k, v)| default.get(k) != Some(v))
+            .map(|(k, _)| k)
+            .collect()
+    }
+
     /// A copy with the JSON object's keys set (per-call overrides, as `generate(**kwargs)`).
     pub fn with_overrides(&self, overrides: &serde_json::Value) -> Result<GenerationConfig> {
         let mut v = serde_json::to_value(self).map_err(|e| Error::Input(e.to_string()))?;

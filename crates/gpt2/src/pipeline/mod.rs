@@ -1,0 +1,58 @@
+//! `transformers`' pipelines for GPT-2, with their task names, options and output shapes
+//! (serialised with serde, a result is the JSON transformers' pipeline returns), plus the
+//! perplexity recipe transformers documents.
+//!
+//! - [`TextGeneration`]: "text-generation".
+//! - [`FeatureExtraction`]: "feature-extraction" (and pooled sentence vectors).
+//! - [`perplexity()`]: sliding-window perplexity of a long text.
+
+mod feature_extraction;
+mod perplexity;
+mod text_generation;
+
+pub use feature_extraction::{FeatureExtraction, Features, Pooling};
+pub use perplexity::{perplexity, Perplexity};
+pub use text_generation::{GeneratedText, TextGeneration, TextGenerationOptions};
+
+use crate::error::{Error, Result};
+
+/// A pipeline task, by transformers' name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    TextGeneration,
+    TextClassification,
+    FeatureExtraction,
+    TokenClassification,
+    QuestionAnswering,
+}
+
+impl Task {
+    pub const NAMES: [&'static str; 5] = [
+        "text-generation",
+        "text-classification",
+        "feature-extraction",
+        "token-classification",
+        "question-answering",
+    ];
+
+    /// transformers' task name, with its aliases (sentiment-analysis, ner).
+    pub fn from_name(name: &str) -> Result<Task> {
+        Ok(match name {
+            "text-generation" => Task::TextGeneration,
+            "text-classification" | "sentiment-analysis" => Task::TextClassification,
+            "feature-extraction" => Task::FeatureExtraction,
+            "token-classification" | "ner" => Task::TokenClassification,
+            "question-answering" => Task::QuestionAnswering,
+            other => {
+                return Err(Error::Input(format!(
+                    "unknown task {other:?}; tasks: {}, and the aliases sentiment-analysis and ner",
+                    Task::NAMES.join(", ")
+                )))
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        Task::NAMES[self as usize]
+    }
+}
