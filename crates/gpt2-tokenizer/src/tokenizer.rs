@@ -291,6 +291,134 @@ impl Tokenizer {
         texts.par_iter().map(|t| self.encode_ordinary(t)).collect()
     }
 
+    /// [`encode`](Self::encode) with each token's span in `text`, in characters (Unicode code
+    /// points, Python's string indices), as `return_offsets_mapping=True` gives them: a token
+    /// holding some bytes of a character spans that whole character, and spans are not trimmed
+    /// of the leading space GPT-2's tokens carry (`" world"` in `"Hello world"` is `(5, 11)`).
+    pub fn encode_with_offsets(&self, text: &str) -> (Vec<u32>, Vec<(usize, usize)>) {
+        let mut ids = Vec::new();
+        let mut bytes = Vec::new(); // byte spans, converted at the end
+        let base = text.as_ptr() as usize;
+        let mut segments = Vec::new();
+        if self.added.tokens.is_empty() {
+            segments.push(Segment::Text(text));
+        } else {
+            self.added.split(text, &mut segments);
+        }
+        let mut cursor = 0;
+        for (i, seg) in segments.iter().enumerate() {
+            match *seg {
+                Segment::Text(t) => {
+                    let start = t.as_ptr() as usize - base;
+                    self.offsets_of_segment(t, start, &mut ids, &mut bytes);
+                    cursor = start + t.len();
+                }
+                Segment::Added(id) => {
+                    // From the end of what came before to the start of the text after it (the
+                    // token's literal, with whatever whitespace it strips); before another
+                    // added token or the end, to the end of its literal.
+                    let end = match segments.get(i + 1) {
+                        Some(Segment::Text(t)) => t.as_ptr() as usize - base,
+                        _ => {
+                            let content = self.added.by_id(id).map_or("", |t| t.content.as_str());
+                            text[cursor..]
+                                .find(content)
+                                .map_or(text.len(), |at| cursor + at + content.len())
+                        }
+                    };
+                    ids.push(id);
+                    bytes.push((cursor, end));
+                    cursor = end;
+                }
+            }
+        }
+        // The character holding each byte.
+        let mut char_of = vec![0usize; text.len() + 1];
+        let mut c = 0;
+        for (b, ch) in text.char_indices() {
+            char_of[b..b + ch.len_utf8()].fill(c);
+            c += 1;
+        }
+        char_of[text.len()] = c;
+        let chars = bytes
+            .into_iter()
+            .map(|(s, e)| {
+                if e <= s {
+                    (char_of[s], char_of[s])
+                } else {
+                    (char_of[s], char_of[e - 1] + 1)
+                }
+            })
+            .collect();
+        (ids, chars)
+    }
+
+    /// Ids and byte spans (offset by `start`) of one stretch between added tokens.
+    fn offsets_of_segment(
+        &self,
+        text: &str,
+        start: usize,
+        ids: &mut Vec<u32>,
+        spans: &mut Vec<(usize, usize)>,
+    ) {
+        // add_prefix_space puts a space that is not in the text before the stretch.
+        let prefixed = self.add_prefix_space && !text.is_empty() && !text.starts_with(' ');
+        let owned;
+        let (work, shift) = if prefixed {
+            owned = format!(" {text}");
+            (owned.as_str(), 1)
+        } else {
+            (text, 0)
+        };
+        let bpe = &self.model.bpe;
+        let mut scratch = Vec::new();
+        let mut piece_ids = Vec::new();
+        let wbase = work.as_ptr() as usize;
+        let mut one = |p: &str| {
+            let at = p.as_ptr() as usize - wbase;
+            piece_ids.clear();
+            bpe.encode_piece(p.as_bytes(), &mut piece_ids, &mut scratch);
+            let lens: Vec<usize> = piece_ids.iter().map(|&id| self.token_len(id)).collect();
+            let whole = lens.iter().sum::<usize>() == p.len();
+            let mut pos = at;
+            for (&id, len) in piece_ids.iter().zip(lens) {
+                // Bytes the vocabulary lacks were dropped or made unk: spans would not add
+                // up, so every token of the piece spans the piece.
+                let (s, e) = if whole {
+                    (pos, pos + len)
+                } else {
+                    (at, at + p.len())
+                };
+                pos += len;
+                // The added space is aligned with the text's first character, as `tokenizers`
+                // aligns a prepended character.
+                let first_char = text.chars().next().map_or(0, char::len_utf8);
+                let end = if shift == 1 && e == 1 {
+                    first_char
+                } else {
+                    e - shift.min(e)
+                };
+                ids.push(id);
+                spans.push((start + s.saturating_sub(shift), start + end.min(text.len())));
+            }
+        };
+        if self.use_regex {
+            for_each_piece(work, &mut one);
+        } else if !work.is_empty() {
+            one(work);
+        }
+    }
+
+    /// Bytes a model token decodes to.
+    fn token_len(&self, id: u32) -> usize {
+        match self.model.tokens.get(id as usize) {
+            Some(Some(_)) => {
+                (self.model.offsets[id as usize + 1] - self.model.offsets[id as usize]) as usize
+            }
+            _ => 0,
+        }
+    }
+
     /// The token strings of `text` (transformers' `tokenize`), e.g. `["Hello", "Ġworld"]`.
     pub fn tokenize(&self, text: &str) -> Vec<String> {
         self.encode(text)
