@@ -36,6 +36,28 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    /// A model class asked of a checkpoint that lacks its head. `transformers` would start the
+    /// head from random values (with a warning); here it is an error.
+    #[error(
+        "{}: cannot load {wanted}: the checkpoint ({found}) has no `{tensor}`, so its head would be random; load it as the class it was saved as",
+        path.display()
+    )]
+    MissingHead {
+        path: PathBuf,
+        /// The checkpoint's class as config.json's `architectures` names it.
+        found: String,
+        wanted: String,
+        tensor: String,
+    },
+
+    /// config.json's `architectures` names no GPT-2 class this library has.
+    #[error("config.json names {found:?} in `architectures`; this library loads {known}")]
+    UnknownArchitecture { found: Vec<String>, known: String },
+
+    /// A model of one class where a task needs another (a pipeline given the wrong checkpoint).
+    #[error("this is a {found} model; {wanted} is needed")]
+    WrongArchitecture { found: String, wanted: String },
+
     /// Resolving or downloading a model from the Hugging Face hub.
     #[error("{0}")]
     Hub(String),

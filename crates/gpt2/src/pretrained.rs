@@ -1,4 +1,7 @@
 //! `from_pretrained`: a model directory or hub id to a ready model and its tokenizer.
+//!
+//! [`Pretrained::load`] gives a GPT2LMHeadModel; [`Pretrained::from_pretrained`] any class,
+//! `Pretrained::<AutoModel>` being whichever one config.json names (see [`crate::model::auto`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -8,7 +11,7 @@ use gpt2_tokenizer::Tokenizer;
 
 use crate::config::{Config, GenerationConfigFile};
 use crate::error::{Error, Result};
-use crate::model::Gpt2LmHeadModel;
+use crate::model::{FromWeights, Gpt2LmHeadModel};
 use crate::weights::{resolve_model_dir, ResolveOptions, Weights};
 
 #[derive(Debug, Clone)]
@@ -26,20 +29,28 @@ impl Default for LoadOptions {
     }
 }
 
-/// A loaded GPT2LMHeadModel with everything that came with it.
-pub struct Pretrained {
+/// A loaded model (by default a GPT2LMHeadModel) with everything that came with it.
+pub struct Pretrained<M = Gpt2LmHeadModel> {
     pub dir: PathBuf,
     pub config: Config,
     pub generation_config: Option<GenerationConfigFile>,
-    pub model: Gpt2LmHeadModel,
+    pub model: M,
     /// Loaded on first use: many tasks (inspect, forward on ids) never need it.
     tokenizer: OnceLock<std::result::Result<Option<Tokenizer>, String>>,
 }
 
 impl Pretrained {
-    /// `spec` is a local directory or a hub id (`gpt2`, `openai-community/gpt2-medium`,
-    /// `user/model@revision`).
+    /// A GPT2LMHeadModel. `spec` is a local directory or a hub id (`gpt2`,
+    /// `openai-community/gpt2-medium`, `user/model@revision`).
     pub fn load(spec: &str, opts: &LoadOptions) -> Result<Pretrained> {
+        Pretrained::from_pretrained(spec, opts)
+    }
+}
+
+impl<M: FromWeights> Pretrained<M> {
+    /// The model as class `M` (`AutoModel`: the class config.json names); `spec` as in
+    /// [`Pretrained::load`]. A checkpoint without M's head is [`Error::MissingHead`].
+    pub fn from_pretrained(spec: &str, opts: &LoadOptions) -> Result<Pretrained<M>> {
         let dir = resolve_model_dir(spec, &opts.resolve)?;
         let config = Config::from_file(dir.join("config.json"))?;
         let gen_path = dir.join("generation_config.json");
@@ -49,7 +60,7 @@ impl Pretrained {
             None
         };
         let weights = Weights::from_dir(&dir)?;
-        let model = Gpt2LmHeadModel::load(&weights, &config, opts.dtype, &Device::Cpu)?;
+        let model = M::from_weights(&weights, &config, opts.dtype, &Device::Cpu)?;
         drop(weights);
         Ok(Pretrained {
             dir,
@@ -59,7 +70,9 @@ impl Pretrained {
             tokenizer: OnceLock::new(),
         })
     }
+}
 
+impl<M> Pretrained<M> {
     /// The model's tokenizer (see [`find_tokenizer`]), or an error saying why there is none.
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
         let found = self

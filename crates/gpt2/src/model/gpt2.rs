@@ -95,7 +95,7 @@ impl LayerNorm {
     }
 }
 
-fn dropout(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+pub(crate) fn dropout(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
     if train && p > 0.0 {
         Ok(candle_nn::ops::dropout(x, p as f32)?)
     } else {
@@ -336,13 +336,11 @@ impl Gpt2Model {
     /// GPT2Model.forward: `last_hidden_state` and, when asked, hidden states and attentions.
     pub fn forward(&self, args: &ForwardArgs, cache: Option<&mut Cache>) -> Result<ModelOutput> {
         let base = super::on_pool(|| self.forward_base(args, cache))?;
-        Ok(ModelOutput {
-            last_hidden_state: base.last_hidden_state,
-            hidden_states: base.hidden_states,
-            attentions: base.attentions,
-            logits: None,
-            loss: None,
-        })
+        Ok(ModelOutput::base(
+            base.last_hidden_state,
+            base.hidden_states,
+            base.attentions,
+        ))
     }
 
     pub(crate) fn forward_base(
@@ -523,18 +521,7 @@ pub struct Gpt2LmHeadModel {
 impl Gpt2LmHeadModel {
     pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
         let transformer = Gpt2Model::load(w, cfg, dtype, device)?;
-        let own = if cfg.tie_word_embeddings {
-            None
-        } else {
-            Some(w.get(
-                "lm_head.weight",
-                &[cfg.vocab_size, cfg.n_embd],
-                dtype,
-                device,
-            )?)
-        };
-        let tied = own.is_none();
-        let lm_head = own.unwrap_or_else(|| transformer.wte.clone());
+        let (lm_head, tied) = load_lm_head(w, &transformer, dtype, device)?;
         Ok(Gpt2LmHeadModel {
             transformer,
             lm_head,
@@ -567,21 +554,15 @@ impl Gpt2LmHeadModel {
             args.logits_to_keep.min(t)
         };
         let h = hidden.narrow(1, t - keep, keep)?.reshape((b * keep, e))?;
-        let logits = match super::matvec::linear(&h, &self.lm_head, None)? {
-            Some(l) => l,
-            None => h.matmul(&self.lm_head.t()?)?,
-        };
-        let logits = logits.reshape((b, keep, ()))?;
+        let logits = lm_logits(&h, &self.lm_head)?.reshape((b, keep, ()))?;
         let loss = match args.labels {
             Some(labels) => Some(super::loss::causal_lm_loss(&logits, labels)?),
             None => None,
         };
         Ok(ModelOutput {
-            last_hidden_state: base.last_hidden_state,
             logits: Some(logits),
-            hidden_states: base.hidden_states,
-            attentions: base.attentions,
             loss,
+            ..ModelOutput::base(base.last_hidden_state, base.hidden_states, base.attentions)
         })
     }
 
@@ -641,6 +622,31 @@ impl Gpt2LmHeadModel {
             0
         };
         all - buffers - tied
+    }
+}
+
+/// `lm_head.weight` `[vocab_size, n_embd]`: `wte` when tied (the flag returned), else the
+/// checkpoint's own.
+pub(crate) fn load_lm_head(
+    w: &Weights,
+    transformer: &Gpt2Model,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Tensor, bool)> {
+    let cfg = &transformer.config;
+    if cfg.tie_word_embeddings {
+        return Ok((transformer.wte.clone(), true));
+    }
+    let shape = [cfg.vocab_size, cfg.n_embd];
+    Ok((w.get("lm_head.weight", &shape, dtype, device)?, false))
+}
+
+/// `h` `[rows, n_embd]` through the lm_head: `[rows, vocab_size]`.
+pub(crate) fn lm_logits(h: &Tensor, lm_head: &Tensor) -> Result<Tensor> {
+    // Decoding: a few rows stream the weights once (matvec.rs); else a blocked matmul.
+    match super::matvec::linear(h, lm_head, None)? {
+        Some(l) => Ok(l),
+        None => Ok(h.matmul(&lm_head.t()?)?),
     }
 }
 

@@ -1,21 +1,44 @@
 //! The models. Every forward takes one [`ForwardArgs`] and returns one [`ModelOutput`] of
 //! optional parts, the way `transformers` returns its ModelOutput dataclasses.
+//!
+//! The classes of modeling_gpt2.py: [`Gpt2Model`], [`Gpt2LmHeadModel`], [`Gpt2DoubleHeadsModel`],
+//! [`Gpt2ForSequenceClassification`], [`Gpt2ForTokenClassification`] and
+//! [`Gpt2ForQuestionAnswering`], each with `load(&Weights, &Config, DType, &Device)`.
+//! [`AutoModel`] is whichever of them a checkpoint's config.json names (see [`auto`]); a head
+//! the checkpoint does not have is [`crate::Error::MissingHead`], never random weights.
 
 mod activation;
+pub mod auto;
 mod cache;
 mod decode;
+mod double_heads;
 mod gpt2;
+mod heads;
+mod linear;
 mod loss;
 pub mod matvec;
+mod question_answering;
 mod repr;
+mod sequence_classification;
+mod summary;
+mod token_classification;
 
 use candle_core::Tensor;
 
 pub use activation::{Act, ActParam};
+pub use auto::{Architecture, AutoModel, FromWeights};
 pub use cache::Cache;
+pub use double_heads::Gpt2DoubleHeadsModel;
 pub use gpt2::{Attention, Block, Conv1D, Gpt2LmHeadModel, Gpt2Model, LayerNorm, Mlp};
-pub use loss::{causal_lm_loss, IGNORE_INDEX};
+pub use linear::Linear;
+pub use loss::{
+    bce_with_logits_loss, causal_lm_loss, cross_entropy, mse_loss, ProblemType, IGNORE_INDEX,
+};
+pub use question_answering::Gpt2ForQuestionAnswering;
 pub use repr::{module_tree, python_float};
+pub use sequence_classification::Gpt2ForSequenceClassification;
+pub use summary::{SequenceSummary, SummaryType};
+pub use token_classification::Gpt2ForTokenClassification;
 
 /// Run `f` on a worker of rayon's pool (at once when already on one). The parallel loops of a
 /// forward then fork and join inside the pool; called from outside it, each of the ~60 loops of
@@ -30,7 +53,7 @@ pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// The arguments of a forward pass, named as in `transformers`. Integer inputs are `[batch, seq]`
-/// tensors of any integer dtype.
+/// tensors of any integer dtype (`[batch, num_choices, seq]` for [`Gpt2DoubleHeadsModel`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ForwardArgs<'a> {
     pub input_ids: Option<&'a Tensor>,
@@ -38,11 +61,26 @@ pub struct ForwardArgs<'a> {
     pub inputs_embeds: Option<&'a Tensor>,
     /// `[batch, cached + seq]`: 1 for tokens, 0 for padding.
     pub attention_mask: Option<&'a Tensor>,
-    /// Derived from attention_mask (left padding) when not given, as `generate` does.
+    /// When not given: derived from attention_mask (left padding) as `generate` does, by
+    /// [`Gpt2Model`] and [`Gpt2LmHeadModel`]; `past..past + seq` by the task heads, as their
+    /// forward in `transformers` does.
     pub position_ids: Option<&'a Tensor>,
     pub token_type_ids: Option<&'a Tensor>,
-    /// `[batch, seq]` with -100 for positions left out of the loss.
+    /// The labels of the model's loss, -100 (IGNORE_INDEX) left out where a cross-entropy is
+    /// taken. Language modelling (also the lm loss of double heads): token ids like the input,
+    /// shifted inside. Sequence classification: `[batch]` class ids (integer dtype), or floats:
+    /// `[batch]` for regression (num_labels 1), `[batch, num_labels]` for multi-label. Token
+    /// classification: `[batch, seq]` class ids.
     pub labels: Option<&'a Tensor>,
+    /// Double heads: `[batch, num_choices]`, the position of each choice's classification token
+    /// (summary_type "cls_index"); the last position when not given.
+    pub mc_token_ids: Option<&'a Tensor>,
+    /// Double heads: `[batch]`, the index of the right choice (the multiple-choice loss).
+    pub mc_labels: Option<&'a Tensor>,
+    /// Question answering: `[batch]` start and end token of the answer; both are needed for the
+    /// loss. Positions outside `0..=seq` are clamped, and `seq` itself is ignored.
+    pub start_positions: Option<&'a Tensor>,
+    pub end_positions: Option<&'a Tensor>,
     pub output_hidden_states: bool,
     pub output_attentions: bool,
     /// Logits only for the last this-many positions; 0 means all (transformers' logits_to_keep).
@@ -63,18 +101,51 @@ impl<'a> ForwardArgs<'a> {
     }
 }
 
-/// Everything a forward can return; what was not asked for is None.
+/// Everything a forward can return; what was not asked for (or what the class does not make)
+/// is None.
 #[derive(Debug, Clone)]
 pub struct ModelOutput {
-    /// `[batch, seq, n_embd]`, after ln_f.
+    /// `[batch, seq, n_embd]`, after ln_f (`[batch, num_choices, seq, n_embd]` for double heads).
     pub last_hidden_state: Tensor,
-    /// `[batch, kept positions, vocab_size]` for models with a language-modelling head.
+    /// Language modelling: `[batch, kept positions, vocab_size]` (`[batch, num_choices, seq,
+    /// vocab_size]` for double heads). Sequence classification: `[batch, num_labels]`, pooled at
+    /// each row's last non-pad token. Token classification: `[batch, seq, num_labels]`.
     pub logits: Option<Tensor>,
     /// n_layer + 1 tensors `[batch, seq, n_embd]`: the embeddings, the input of every later block,
     /// and last the output after ln_f (transformers' convention).
     pub hidden_states: Option<Vec<Tensor>>,
     /// n_layer tensors `[batch, n_head, seq, cached + seq]`.
     pub attentions: Option<Vec<Tensor>>,
-    /// Scalar: the mean shifted cross-entropy, when labels were given.
+    /// Scalar, when labels were given: the model's loss (for double heads the language-modelling
+    /// one; for question answering the mean of the start and end losses).
     pub loss: Option<Tensor>,
+    /// Question answering: `[batch, seq]` scores of each position as the answer's start / end.
+    pub start_logits: Option<Tensor>,
+    pub end_logits: Option<Tensor>,
+    /// Double heads: `[batch, num_choices]` (with the usual summary settings; transformers'
+    /// shape in general: the summary with a last axis of 1 squeezed).
+    pub mc_logits: Option<Tensor>,
+    /// Double heads: scalar multiple-choice cross-entropy, when mc_labels were given.
+    pub mc_loss: Option<Tensor>,
+}
+
+impl ModelOutput {
+    /// The transformer's outputs, no head's yet.
+    pub(crate) fn base(
+        last_hidden_state: Tensor,
+        hidden_states: Option<Vec<Tensor>>,
+        attentions: Option<Vec<Tensor>>,
+    ) -> Self {
+        ModelOutput {
+            last_hidden_state,
+            logits: None,
+            hidden_states,
+            attentions,
+            loss: None,
+            start_logits: None,
+            end_logits: None,
+            mc_logits: None,
+            mc_loss: None,
+        }
+    }
 }

@@ -414,6 +414,11 @@ impl Weights {
         }
     }
 
+    /// What errors name as the checkpoint: the index file, the one file, or all of them.
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(canonical(name))
     }
