@@ -46,7 +46,6 @@ from pathlib import Path
 
 import torch
 import transformers
-from safetensors.torch import save_file
 from transformers import (
     GPT2Config,
     GPT2DoubleHeadsModel,
@@ -59,6 +58,7 @@ from transformers import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_fixtures import GOLDEN_FORMAT_VERSION, INIT_RANGE, left_pad_batch, randomize  # noqa: E402
+from make_generation_goldens import save_file  # noqa: E402  (sorted header: identical bytes)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -331,9 +331,7 @@ def save_golden(name, arch, tensors, texts):
         "architecture": arch,
         "texts": json.dumps(texts, ensure_ascii=False, sort_keys=True),
     }
-    # Sorted names: regenerating gives identical bytes.
-    tensors = {k: tensors[k].clone().contiguous() for k in sorted(tensors)}
-    save_file(tensors, str(path), metadata=meta)
+    save_file({k: v.clone() for k, v in tensors.items()}, path, meta)
 
 
 def make(name, cls, overrides, seed):

@@ -3,7 +3,8 @@
 //! - [`config`]: config.json / generation_config.json, every GPT2Config field.
 //! - [`weights`]: checkpoints (safetensors via mmap, sharded, pytorch_model.bin without pickle
 //!   code execution), local directories and the Hugging Face hub cache.
-//! - [`model`]: GPT2Model and GPT2LMHeadModel, with the KV cache kept outside the model.
+//! - [`model`]: GPT2Model, GPT2LMHeadModel, the task heads (sequence and token classification,
+//!   question answering, double heads) and `AutoModel`, with the KV cache kept outside the model.
 //! - [`generation`]: the decoding loop.
 //! - [`pipeline`]: transformers' pipelines (text generation, classification, features, ...).
 //! - [`pretrained`]: a directory or hub id to a loaded model and tokenizer.
