@@ -602,6 +602,10 @@ fn summary_settings_and_bad_inputs_are_checked() {
     }
 
     let p = load("token-cls");
+    let AutoModel::TokenClassification(tc) = &p.model else {
+        panic!("token-cls loaded as {}", p.model.architecture());
+    };
+    assert_eq!(tc.dropout, 0.2, "config.json's classifier_dropout");
     let tg = golden("token-cls");
     let float = tg.get("single.labels").to_dtype(DType::F32).unwrap();
     let args = ForwardArgs {
