@@ -169,11 +169,11 @@ fn feature_extraction_matches_transformers() {
                 let dim = rows[0].as_array().unwrap().len();
                 let expect: Vec<f64> = (0..dim)
                     .map(|d| {
-                        let col = rows.iter().map(|r| r[d].as_f64().unwrap());
+                        let mut col = rows.iter().map(|r| r[d].as_f64().unwrap());
                         if i == 0 {
                             col.sum::<f64>() / rows.len() as f64
                         } else {
-                            col.last().unwrap()
+                            col.next_back().unwrap()
                         }
                     })
                     .collect();

@@ -17,11 +17,65 @@ use crate::error::Result;
 /// on gpt2 shapes: 16 rows 48 ms against 65, 32 rows 76 against 92, 64 rows about even).
 pub const MAX_ROWS: usize = 32;
 
+/// A weight element the float kernels read: f32, or f16 / bf16 widened to f32 as it is loaded
+/// (so the arithmetic is f32 whatever the storage).
+pub trait Element: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+    /// Eight elements at `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// Eight elements must be readable at `p`, and the caller must run where avx2, fma and f16c
+    /// are available (it is only inlined into code compiled for them).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+
+impl Element for half::f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const half::f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // F16C: the CPU's own half-to-single conversion.
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+
+impl Element for half::bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const half::bf16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // bf16 is the top half of an f32: widen and shift.
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+    }
+}
+
 /// `y[r, j] = bias[j] + sum_i x[r, i] * w[j, i]` for x `[m, k]`, w `[n, k]`, y `[m, n]`.
-pub fn linear_reference(
+pub fn linear_reference<W: Element>(
     x: &[f32],
     m: usize,
-    w: &[f32],
+    w: &[W],
     n: usize,
     bias: Option<&[f32]>,
     y: &mut [f32],
@@ -31,44 +85,63 @@ pub fn linear_reference(
         for j in 0..n {
             let mut s = 0f32;
             for i in 0..k {
-                s += x[r * k + i] * w[j * k + i];
+                s += x[r * k + i] * w[j * k + i].to_f32();
             }
             y[r * n + j] = s + bias.map_or(0.0, |b| b[j]);
         }
     }
 }
 
-/// What [`linear_reference`] computes, fast: output rows split across cores in runs of about
-/// 64 KiB of weights; within a run, tiles of weight rows x input rows with their sums in registers.
-pub fn linear_into(x: &[f32], m: usize, w: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+/// What [`linear_reference`] computes, fast.
+pub fn linear_into<W: Element>(
+    x: &[f32],
+    m: usize,
+    w: &[W],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     assert!(m > 0 && x.len().is_multiple_of(m), "x must be m rows");
     let k = x.len() / m;
     assert_eq!(w.len(), n * k, "w must be [n, k]");
-    assert_eq!(y.len(), m * n, "y must be [m, n]");
-    // About 64 KiB of weights per task (16 Ki floats): long sequential runs, and enough tasks
-    // that a core held up elsewhere costs little (measured: 16 KiB to 1 MiB tasks within noise).
-    let per_task = (16 * 1024 / k.max(1)).clamp(4, 1 << 20) & !3;
     let simd = Simd::detect();
+    let row_bytes = k * std::mem::size_of::<W>();
+    drive(m, n, row_bytes, bias, y, |j0, out, stride| {
+        let nb = out.len() / stride;
+        simd.block(x, m, k, &w[j0 * k..(j0 + nb) * k], out, stride)
+    });
+}
+
+/// The parallel frame every product kernel shares: output rows split across cores in runs of
+/// about 64 KiB of weights (long sequential reads, and enough tasks that a core held up
+/// elsewhere costs little: 16 KiB to 1 MiB measured within noise); `block(j0, out, stride)`
+/// writes `out[j * stride + r]` = row r of x against weight row j0 + j. With one input row
+/// each task writes its slice of y directly; with several, `[outputs, m]` blocks are
+/// transposed into y at the end. Bias added last.
+pub(crate) fn drive(
+    m: usize,
+    n: usize,
+    row_bytes: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    block: impl Fn(usize, &mut [f32], usize) + Sync,
+) {
+    assert_eq!(y.len(), m * n, "y must be [m, n]");
+    let per_task = (64 * 1024 / row_bytes.max(1)).clamp(4, 1 << 20) & !3;
     if m == 1 {
-        // The output is one row: each task writes its own slice of it.
         y.par_chunks_mut(per_task).enumerate().for_each(|(t, out)| {
             let j0 = t * per_task;
-            simd.block(x, 1, k, &w[j0 * k..(j0 + out.len()) * k], out, 1);
+            block(j0, out, 1);
             if let Some(b) = bias {
                 out.iter_mut().zip(&b[j0..]).for_each(|(o, b)| *o += b);
             }
         });
         return;
     }
-    // Several rows: tasks write [outputs, m] blocks (disjoint), transposed back at the end.
     let mut yt = vec![0f32; n * m];
     yt.par_chunks_mut(per_task * m)
         .enumerate()
-        .for_each(|(t, out)| {
-            let j0 = t * per_task;
-            let nb = out.len() / m;
-            simd.block(x, m, k, &w[j0 * k..(j0 + nb) * k], out, m);
-        });
+        .for_each(|(t, out)| block(t * per_task, out, m));
     for r in 0..m {
         for j in 0..n {
             y[r * n + j] = yt[j * m + r] + bias.map_or(0.0, |b| b[j]);
@@ -76,18 +149,26 @@ pub fn linear_into(x: &[f32], m: usize, w: &[f32], n: usize, bias: Option<&[f32]
     }
 }
 
+/// How far ahead the kernels prefetch weights: about 48 KiB, and at least the next tile.
+pub(crate) const PREFETCH_BYTES: usize = 48 * 1024;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::hsum as avx2_hsum;
+
 /// Which kernels this CPU runs, found once per call (the detection itself is cached by std).
 #[derive(Clone, Copy)]
-enum Simd {
+pub(crate) enum Simd {
     #[cfg(target_arch = "x86_64")]
     Avx2,
     Portable,
 }
 
 impl Simd {
-    fn detect() -> Simd {
+    pub(crate) fn detect() -> Simd {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
         {
             return Simd::Avx2;
         }
@@ -95,9 +176,17 @@ impl Simd {
     }
 
     /// `out[j * stride + r] = x[r] . w[j]` for the weight rows of one task.
-    fn block(self, x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32], stride: usize) {
+    fn block<W: Element>(
+        self,
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &[W],
+        out: &mut [f32],
+        stride: usize,
+    ) {
         match self {
-            // SAFETY: the features avx2_block is compiled for were detected.
+            // SAFETY: the features avx2::block is compiled for were detected.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { avx2::block(x, m, k, w, out, stride) },
             Simd::Portable => portable::block(x, m, k, w, out, stride),
@@ -113,7 +202,14 @@ macro_rules! tiled_block {
         /// Dot products of the m rows of x with the weight rows of w, written to
         /// `out[j * stride + r]`.
         #[inline(always)]
-        fn block_impl(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32], stride: usize) {
+        fn block_impl<W: Element>(
+            x: &[f32],
+            m: usize,
+            k: usize,
+            w: &[W],
+            out: &mut [f32],
+            stride: usize,
+        ) {
             let n = w.len() / k.max(1);
             let mut r = 0;
             while r < m {
@@ -127,7 +223,7 @@ macro_rules! tiled_block {
                 macro_rules! run {
                     ($J:literal, $R:literal) => {{
                         while j + $J <= n {
-                            let s = $tile::<$J, $R>(xr, &w[j * k..(j + $J) * k], k);
+                            let s = $tile::<W, $J, $R>(xr, &w[j * k..(j + $J) * k], k);
                             for (jj, sj) in s.iter().enumerate() {
                                 for (rr, v) in sj.iter().enumerate() {
                                     out[(j + jj) * stride + r + rr] = *v;
@@ -136,7 +232,7 @@ macro_rules! tiled_block {
                             j += $J;
                         }
                         while j < n {
-                            let s = $tile::<1, $R>(xr, &w[j * k..(j + 1) * k], k);
+                            let s = $tile::<W, 1, $R>(xr, &w[j * k..(j + 1) * k], k);
                             for (rr, v) in s[0].iter().enumerate() {
                                 out[j * stride + r + rr] = *v;
                             }
@@ -157,14 +253,15 @@ macro_rules! tiled_block {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::Element;
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn block(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn block<W: Element>(
         x: &[f32],
         m: usize,
         k: usize,
-        w: &[f32],
+        w: &[W],
         out: &mut [f32],
         stride: usize,
     ) {
@@ -172,7 +269,7 @@ mod avx2 {
     }
 
     #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub(crate) unsafe fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps(v, 1);
         let s = _mm_add_ps(lo, hi);
@@ -181,20 +278,23 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// How far ahead to prefetch weights: about 48 KiB, and at least the next tile.
-    const PREFETCH_BYTES: usize = 48 * 1024;
+    use super::PREFETCH_BYTES;
 
     /// `[x_r . w_j]` for J weight rows and R input rows (each of length k), sums in registers.
     #[inline(always)]
-    fn tile<const J: usize, const R: usize>(x: &[f32], w: &[f32], k: usize) -> [[f32; R]; J] {
+    fn tile<W: Element, const J: usize, const R: usize>(
+        x: &[f32],
+        w: &[W],
+        k: usize,
+    ) -> [[f32; R]; J] {
         debug_assert!(x.len() >= R * k && w.len() >= J * k);
         // SAFETY: every load reads within x[..R*k] and w[..J*k] (i + 8 <= k); this is only
-        // inlined into `block`, which runs where avx2 and fma were detected.
+        // inlined into `block`, which runs where avx2, fma and f16c were detected.
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); R]; J];
             let (xp, wp) = (x.as_ptr(), w.as_ptr());
             let tile = J * k;
-            let ahead = (PREFETCH_BYTES / (tile * 4)).max(1) * tile;
+            let ahead = (PREFETCH_BYTES / (tile * std::mem::size_of::<W>())).max(1) * tile;
             let mut i = 0;
             while i + 8 <= k {
                 let mut xv = [_mm256_setzero_ps(); R];
@@ -202,7 +302,7 @@ mod avx2 {
                     *v = _mm256_loadu_ps(xp.add(r * k + i));
                 }
                 if i % 16 == 0 {
-                    // One cache line per row per two steps, `ahead` floats on: the hardware
+                    // One cache line per row per two steps, `ahead` elements on: the hardware
                     // prefetcher alone leaves the core waiting on memory between its bursts of
                     // arithmetic (measured: 25 -> 27-32 GB/s for one row, 17 -> 24-27 for four).
                     // A prefetch is a hint that cannot fault, so running past the end is fine.
@@ -212,7 +312,7 @@ mod avx2 {
                     }
                 }
                 for (j, aj) in acc.iter_mut().enumerate() {
-                    let wv = _mm256_loadu_ps(wp.add(j * k + i));
+                    let wv = W::load8(wp.add(j * k + i));
                     for (a, xr) in aj.iter_mut().zip(&xv) {
                         *a = _mm256_fmadd_ps(*xr, wv, *a);
                     }
@@ -224,7 +324,7 @@ mod avx2 {
                 for r in 0..R {
                     let mut t = hsum(acc[j][r]);
                     for ii in i..k {
-                        t += x[r * k + ii] * w[j * k + ii];
+                        t += x[r * k + ii] * w[j * k + ii].to_f32();
                     }
                     s[j][r] = t;
                 }
@@ -237,15 +337,24 @@ mod avx2 {
 }
 
 mod portable {
+    use super::Element;
+
     /// The same tiles on eight-lane arrays, which the compiler vectorises for whatever the
     /// target has (SSE2, NEON).
     #[inline(always)]
-    fn tile<const J: usize, const R: usize>(x: &[f32], w: &[f32], k: usize) -> [[f32; R]; J] {
+    fn tile<W: Element, const J: usize, const R: usize>(
+        x: &[f32],
+        w: &[W],
+        k: usize,
+    ) -> [[f32; R]; J] {
         let mut acc = [[[0f32; 8]; R]; J];
         let mut i = 0;
         while i + 8 <= k {
             for (j, aj) in acc.iter_mut().enumerate() {
-                let wv = &w[j * k + i..j * k + i + 8];
+                let mut wv = [0f32; 8];
+                for (l, v) in wv.iter_mut().enumerate() {
+                    *v = w[j * k + i + l].to_f32();
+                }
                 for (r, a) in aj.iter_mut().enumerate() {
                     let xv = &x[r * k + i..r * k + i + 8];
                     for l in 0..8 {
@@ -260,7 +369,7 @@ mod portable {
             for r in 0..R {
                 let mut t: f32 = acc[j][r].iter().sum();
                 for ii in i..k {
-                    t += x[r * k + ii] * w[j * k + ii];
+                    t += x[r * k + ii] * w[j * k + ii].to_f32();
                 }
                 s[j][r] = t;
             }
@@ -270,7 +379,14 @@ mod portable {
 
     tiled_block!(tile);
 
-    pub(super) fn block(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32], stride: usize) {
+    pub(super) fn block<W: Element>(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &[W],
+        out: &mut [f32],
+        stride: usize,
+    ) {
         block_impl(x, m, k, w, out, stride)
     }
 }
@@ -385,24 +501,33 @@ mod tests {
 
     #[test]
     fn fast_kernels_match_the_reference() {
-        for (m, k, n) in SHAPES {
-            let (x, w, b) = (random(m * k, 1), random(n * k, 2), random(n, 3));
-            let mut want = vec![0f32; m * n];
-            linear_reference(&x, m, &w, n, Some(&b), &mut want);
-            let mut got = vec![0f32; m * n];
-            linear_into(&x, m, &w, n, Some(&b), &mut got);
-            assert!(max_rel(&got, &want) < 1e-5, "{m}x{k}x{n}");
-            // Each instruction set on its own, whichever linear_into picked.
-            let mut port = vec![0f32; m * n];
-            portable::block(&x, m, k, &w, &mut port, m);
-            let mut port_y = vec![0f32; m * n];
-            for r in 0..m {
-                for j in 0..n {
-                    port_y[r * n + j] = port[j * m + r] + b[j];
+        fn check<W: Element>(convert: fn(f32) -> W, what: &str) {
+            for (m, k, n) in SHAPES {
+                let (x, b) = (random(m * k, 1), random(n, 3));
+                let w: Vec<W> = random(n * k, 2).into_iter().map(convert).collect();
+                let mut want = vec![0f32; m * n];
+                linear_reference(&x, m, &w, n, Some(&b), &mut want);
+                let mut got = vec![0f32; m * n];
+                linear_into(&x, m, &w, n, Some(&b), &mut got);
+                assert!(max_rel(&got, &want) < 1e-5, "{what} {m}x{k}x{n}");
+                // Each instruction set on its own, whichever linear_into picked.
+                let mut port = vec![0f32; m * n];
+                portable::block(&x, m, k, &w, &mut port, m);
+                let mut port_y = vec![0f32; m * n];
+                for r in 0..m {
+                    for j in 0..n {
+                        port_y[r * n + j] = port[j * m + r] + b[j];
+                    }
                 }
+                assert!(
+                    max_rel(&port_y, &want) < 1e-5,
+                    "{what} portable {m}x{k}x{n}"
+                );
             }
-            assert!(max_rel(&port_y, &want) < 1e-5, "portable {m}x{k}x{n}");
         }
+        check::<f32>(|v| v, "f32");
+        check::<half::f16>(half::f16::from_f32, "f16");
+        check::<half::bf16>(half::bf16::from_f32, "bf16");
     }
 
     #[test]

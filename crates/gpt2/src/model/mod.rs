@@ -17,6 +17,7 @@ mod heads;
 mod linear;
 mod loss;
 pub mod matvec;
+pub mod quant;
 mod question_answering;
 mod repr;
 mod sequence_classification;

@@ -2,9 +2,9 @@
 //! (serialised with serde, a result is the JSON transformers' pipeline returns), plus the
 //! perplexity recipe transformers documents.
 //!
-//! - [`TextGeneration`]: "text-generation".
-//! - [`FeatureExtraction`]: "feature-extraction" (and pooled sentence vectors).
-//! - [`perplexity()`]: sliding-window perplexity of a long text.
+//! - `text-generation`: [`TextGeneration`].
+//! - `feature-extraction`: [`FeatureExtraction`] (and pooled sentence vectors).
+//! - the sliding-window perplexity of a long text: [`perplexity()`].
 
 mod feature_extraction;
 mod perplexity;

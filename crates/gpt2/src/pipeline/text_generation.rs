@@ -14,11 +14,13 @@ use crate::model::Gpt2LmHeadModel;
 
 /// The pipeline's own generation defaults (`_default_generation_config`), used for what neither
 /// the model's generation config nor the call sets. Sampling ones only apply when sampling.
-const DEFAULTS: [(&str, fn() -> Value); 3] = [
-    ("max_new_tokens", || json!(256)),
-    ("do_sample", || json!(true)),
-    ("temperature", || json!(0.7)),
-];
+fn defaults() -> [(&'static str, Value); 3] {
+    [
+        ("max_new_tokens", json!(256)),
+        ("do_sample", json!(true)),
+        ("temperature", json!(0.7)),
+    ]
+}
 
 const SAMPLING_PARAMS: [&str; 8] = [
     "temperature",
@@ -120,11 +122,11 @@ impl<'a> TextGeneration<'a> {
             .chain(call.keys().cloned())
             .collect();
         let mut added = Map::new();
-        for (key, value) in DEFAULTS {
+        for (key, value) in defaults() {
             if set.contains(key) || (key == "max_new_tokens" && set.contains("max_length")) {
                 continue;
             }
-            added.insert(key.to_string(), value());
+            added.insert(key.to_string(), value);
         }
         if let Some(pad) = self.tokenizer.pad_token_id() {
             if !set.contains("pad_token_id") {

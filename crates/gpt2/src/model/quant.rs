@@ -1,0 +1,499 @@
+//! 8-bit and 4-bit group-wise quantized matrices and their products.
+//!
+//! A matrix `[n, k]` (`[out, in]`, as the decode kernels keep every weight) is cut along `k`
+//! into groups of 32; each group keeps one f16 scale and 32 small integers:
+//! - q8: `w = d * q`, `q` in -127..=127, `d = max|w| / 127` (1.0625 bytes per weight);
+//! - q4: `w = d * (q - 8)`, `q` in 0..=15, `d = m / -8` where `m` is the group's value of largest
+//!   magnitude, so it is represented exactly (0.5625 bytes per weight).
+//!
+//! Products quantize the input rows the same way to 8 bits per group of 32 and sum
+//! integer products, one scale multiply per group: a decode step then reads ~1 or ~0.5 bytes
+//! per weight and does a few integer instructions per 32 weights. [`qlinear_reference`] is the
+//! same arithmetic one element at a time; [`QMatrix::dequantize`] gives the f32 matrix the
+//! quantized one stands for.
+
+use half::f16;
+
+use super::matvec::{drive, Simd};
+
+/// Weights per group (one scale each).
+pub const GROUP: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantKind {
+    Q8,
+    Q4,
+}
+
+impl QuantKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantKind::Q8 => "q8",
+            QuantKind::Q4 => "q4",
+        }
+    }
+
+    /// Bytes of quantized data per group.
+    fn group_bytes(self) -> usize {
+        match self {
+            QuantKind::Q8 => GROUP,
+            QuantKind::Q4 => GROUP / 2,
+        }
+    }
+}
+
+/// A quantized `[n, k]` matrix; rows padded with zeros to a whole number of groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QMatrix {
+    pub kind: QuantKind,
+    pub n: usize,
+    pub k: usize,
+    /// Per row, `groups_per_row` groups of `kind.group_bytes()` bytes.
+    pub data: Vec<u8>,
+    /// Per row, one scale per group.
+    pub scales: Vec<f16>,
+}
+
+impl QMatrix {
+    pub fn groups_per_row(&self) -> usize {
+        self.k.div_ceil(GROUP)
+    }
+
+    /// Bytes the matrix occupies (what a product reads).
+    pub fn bytes(&self) -> usize {
+        self.data.len() + 2 * self.scales.len()
+    }
+
+    /// Quantize `w` (`[n, k]`, row-major).
+    pub fn quantize(kind: QuantKind, w: &[f32], n: usize, k: usize) -> QMatrix {
+        assert_eq!(w.len(), n * k, "w must be [n, k]");
+        let groups = k.div_ceil(GROUP);
+        let mut data = vec![0u8; n * groups * kind.group_bytes()];
+        let mut scales = vec![f16::ZERO; n * groups];
+        let mut buf = [0f32; GROUP];
+        for j in 0..n {
+            for g in 0..groups {
+                let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
+                buf.fill(0.0);
+                buf[..i1 - i0].copy_from_slice(&w[j * k + i0..j * k + i1]);
+                let at = (j * groups + g) * kind.group_bytes();
+                let out = &mut data[at..at + kind.group_bytes()];
+                scales[j * groups + g] = match kind {
+                    QuantKind::Q8 => quantize_q8(&buf, out),
+                    QuantKind::Q4 => quantize_q4(&buf, out),
+                };
+            }
+        }
+        QMatrix {
+            kind,
+            n,
+            k,
+            data,
+            scales,
+        }
+    }
+
+    /// Row `j` as the f32 values it stands for.
+    pub fn dequantize_row(&self, j: usize, out: &mut [f32]) {
+        let groups = self.groups_per_row();
+        let gb = self.kind.group_bytes();
+        let mut q = [0i8; GROUP];
+        for g in 0..groups {
+            let at = (j * groups + g) * gb;
+            self.kind.unpack(&self.data[at..at + gb], &mut q);
+            let d = self.scales[j * groups + g].to_f32();
+            let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(self.k));
+            for (o, &v) in out[i0..i1].iter_mut().zip(&q) {
+                *o = d * v as f32;
+            }
+        }
+    }
+
+    /// The whole matrix as f32 `[n, k]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.n * self.k];
+        for (j, row) in out.chunks_mut(self.k.max(1)).enumerate() {
+            self.dequantize_row(j, row);
+        }
+        out
+    }
+}
+
+impl QuantKind {
+    /// One group's integers, as signed values (q4: `q - 8`).
+    fn unpack(self, bytes: &[u8], q: &mut [i8; GROUP]) {
+        match self {
+            QuantKind::Q8 => {
+                for (o, &b) in q.iter_mut().zip(bytes) {
+                    *o = b as i8;
+                }
+            }
+            QuantKind::Q4 => {
+                // Byte t holds element t (low nibble) and element t + 16 (high nibble).
+                for (t, &b) in bytes.iter().enumerate() {
+                    q[t] = (b & 0x0f) as i8 - 8;
+                    q[t + GROUP / 2] = (b >> 4) as i8 - 8;
+                }
+            }
+        }
+    }
+}
+
+fn quantize_q8(x: &[f32; GROUP], out: &mut [u8]) -> f16 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    // Quantize with the scale as stored (f16), so q * d reproduces the values as closely as
+    // the stored scale allows.
+    let d16 = f16::from_f32(d);
+    let inv = if d16.to_f32() > 0.0 {
+        1.0 / d16.to_f32()
+    } else {
+        0.0
+    };
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = ((v * inv).round().clamp(-127.0, 127.0) as i8) as u8;
+    }
+    d16
+}
+
+fn quantize_q4(x: &[f32; GROUP], out: &mut [u8]) -> f16 {
+    // The value of largest magnitude maps to -8 exactly (the sign makes the range -8..=7 fit it).
+    let m = x
+        .iter()
+        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let d16 = f16::from_f32(m / -8.0);
+    let d = d16.to_f32();
+    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let q = |v: f32| ((v * inv).round() + 8.0).clamp(0.0, 15.0) as u8;
+    for t in 0..GROUP / 2 {
+        out[t] = q(x[t]) | (q(x[t + GROUP / 2]) << 4);
+    }
+    d16
+}
+
+/// Input rows quantized to 8 bits per group of 32: what the integer products consume.
+pub(crate) struct QuantizedRows {
+    /// `[m, groups * 32]`, zero-padded.
+    pub q: Vec<i8>,
+    /// `[m, groups]`.
+    pub d: Vec<f32>,
+    pub groups: usize,
+}
+
+pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize) -> QuantizedRows {
+    let groups = k.div_ceil(GROUP);
+    let mut q = vec![0i8; m * groups * GROUP];
+    let mut d = vec![0f32; m * groups];
+    for r in 0..m {
+        for g in 0..groups {
+            let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
+            let src = &x[r * k + i0..r * k + i1];
+            let amax = src.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let dx = amax / 127.0;
+            let inv = if dx > 0.0 { 1.0 / dx } else { 0.0 };
+            let dst = &mut q[(r * groups + g) * GROUP..];
+            for (o, v) in dst.iter_mut().zip(src) {
+                *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+            }
+            d[r * groups + g] = dx;
+        }
+    }
+    QuantizedRows { q, d, groups }
+}
+
+/// `y = x @ w^T (+ bias)` with x's rows quantized as the fast kernels quantize them, one
+/// element at a time: the reference the kernels are tested against.
+pub fn qlinear_reference(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
+    let xq = quantize_rows(x, m, w.k);
+    let mut wq = [0i8; GROUP];
+    let gb = w.kind.group_bytes();
+    for r in 0..m {
+        for j in 0..w.n {
+            let mut s = 0f32;
+            for g in 0..xq.groups {
+                let at = (j * xq.groups + g) * gb;
+                w.kind.unpack(&w.data[at..at + gb], &mut wq);
+                let qx = &xq.q[(r * xq.groups + g) * GROUP..][..GROUP];
+                let dot: i32 = qx.iter().zip(&wq).map(|(&a, &b)| a as i32 * b as i32).sum();
+                s += xq.d[r * xq.groups + g] * w.scales[j * xq.groups + g].to_f32() * dot as f32;
+            }
+            y[r * w.n + j] = s + bias.map_or(0.0, |b| b[j]);
+        }
+    }
+}
+
+/// What [`qlinear_reference`] computes, fast (x `[m, k]`, y `[m, n]`).
+pub fn qlinear_into(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
+    assert_eq!(x.len(), m * w.k, "x must be [m, k]");
+    let xq = quantize_rows(x, m, w.k);
+    let simd = Simd::detect();
+    let row_bytes = w.groups_per_row() * (w.kind.group_bytes() + 2);
+    drive(m, w.n, row_bytes, bias, y, |j0, out, stride| {
+        let nb = out.len() / stride;
+        match simd {
+            // SAFETY: avx2, fma and f16c were detected.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => unsafe { avx2::block(&xq, m, w, j0, nb, out, stride) },
+            Simd::Portable => portable_block(&xq, m, w, j0, nb, out, stride),
+        }
+    });
+}
+
+/// The scalar kernel for CPUs without AVX2 (the reference's arithmetic, per task).
+fn portable_block(
+    xq: &QuantizedRows,
+    m: usize,
+    w: &QMatrix,
+    j0: usize,
+    nb: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let gb = w.kind.group_bytes();
+    let mut wq = [0i8; GROUP];
+    for j in j0..j0 + nb {
+        for r in 0..m {
+            let mut s = 0f32;
+            for g in 0..xq.groups {
+                let at = (j * xq.groups + g) * gb;
+                w.kind.unpack(&w.data[at..at + gb], &mut wq);
+                let qx = &xq.q[(r * xq.groups + g) * GROUP..][..GROUP];
+                let dot: i32 = qx.iter().zip(&wq).map(|(&a, &b)| a as i32 * b as i32).sum();
+                s += xq.d[r * xq.groups + g] * w.scales[j * xq.groups + g].to_f32() * dot as f32;
+            }
+            out[(j - j0) * stride + r] = s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{QMatrix, QuantKind, QuantizedRows, GROUP};
+    use crate::model::matvec::avx2_hsum as hsum;
+
+    /// One group of 32 weights as signed bytes.
+    #[inline(always)]
+    unsafe fn load_group(kind: QuantKind, p: *const u8) -> __m256i {
+        match kind {
+            QuantKind::Q8 => _mm256_loadu_si256(p as *const __m256i),
+            QuantKind::Q4 => {
+                let b = _mm_loadu_si128(p as *const __m128i);
+                let mask = _mm_set1_epi8(0x0f);
+                let lo = _mm_and_si128(b, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
+                _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+            }
+        }
+    }
+
+    /// Eight i32 partial sums of 32 signed-byte products (neither side -128). maddubs wants
+    /// one unsigned operand: |w| times x carrying w's sign.
+    #[inline(always)]
+    unsafe fn dot32(w: __m256i, x: __m256i) -> __m256i {
+        let aw = _mm256_sign_epi8(w, w);
+        let sx = _mm256_sign_epi8(x, w);
+        let pairs = _mm256_maddubs_epi16(aw, sx);
+        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn block(
+        xq: &QuantizedRows,
+        m: usize,
+        w: &QMatrix,
+        j0: usize,
+        nb: usize,
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        let mut r = 0;
+        while r < m {
+            let rows = if m - r >= 2 { 2 } else { 1 };
+            let mut j = j0;
+            macro_rules! run {
+                ($J:literal, $R:literal) => {{
+                    while j + $J <= j0 + nb {
+                        let s = tile::<$J, $R>(xq, r, w, j);
+                        for (jj, sj) in s.iter().enumerate() {
+                            for (rr, v) in sj.iter().enumerate() {
+                                out[(j - j0 + jj) * stride + r + rr] = *v;
+                            }
+                        }
+                        j += $J;
+                    }
+                    while j < j0 + nb {
+                        let s = tile::<1, $R>(xq, r, w, j);
+                        for (rr, v) in s[0].iter().enumerate() {
+                            out[(j - j0) * stride + r + rr] = *v;
+                        }
+                        j += 1;
+                    }
+                }};
+            }
+            if rows == 1 {
+                run!(4, 1)
+            } else {
+                run!(4, 2)
+            }
+            r += rows;
+        }
+    }
+
+    /// Dot products of R quantized input rows (from row r) with J weight rows (from row j).
+    #[inline(always)]
+    unsafe fn tile<const J: usize, const R: usize>(
+        xq: &QuantizedRows,
+        r: usize,
+        w: &QMatrix,
+        j: usize,
+    ) -> [[f32; R]; J] {
+        let groups = xq.groups;
+        let gb = w.kind.group_bytes();
+        let mut acc = [[_mm256_setzero_ps(); R]; J];
+        let row_stride = groups * gb;
+        let base = w.data.as_ptr().add(j * row_stride);
+        let ahead =
+            (super::super::matvec::PREFETCH_BYTES / (J * row_stride)).max(1) * J * row_stride;
+        for g in 0..groups {
+            let mut xv = [_mm256_setzero_si256(); R];
+            for (rr, v) in xv.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(
+                    xq.q.as_ptr().add(((r + rr) * groups + g) * GROUP) as *const __m256i
+                );
+            }
+            for (jj, aj) in acc.iter_mut().enumerate() {
+                let p = base.add(jj * row_stride + g * gb);
+                if (g * gb).is_multiple_of(64) {
+                    // A hint that cannot fault, so running past the end is fine.
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead) as *const i8);
+                }
+                let wv = load_group(w.kind, p);
+                let bits = w.scales.get_unchecked((j + jj) * groups + g).to_bits();
+                let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
+                for (rr, a) in aj.iter_mut().enumerate() {
+                    let dot = _mm256_cvtepi32_ps(dot32(wv, xv[rr]));
+                    let d = _mm256_set1_ps(dw * xq.d.get_unchecked((r + rr) * groups + g));
+                    *a = _mm256_fmadd_ps(d, dot, *a);
+                }
+            }
+        }
+        let mut s = [[0f32; R]; J];
+        for jj in 0..J {
+            for rr in 0..R {
+                s[jj][rr] = hsum(acc[jj][rr]);
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    }
+
+    const SHAPES: [(usize, usize, usize); 7] = [
+        (1, 768, 300),
+        (1, 3072, 50),
+        (2, 64, 33),
+        (3, 40, 17),
+        (5, 768, 9),
+        (8, 100, 70),
+        (1, 16, 5),
+    ];
+
+    #[test]
+    fn quantized_values_round_trip_within_a_step() {
+        for kind in [QuantKind::Q8, QuantKind::Q4] {
+            let (n, k) = (7, 70);
+            let w = random(n * k, 9);
+            let q = QMatrix::quantize(kind, &w, n, k);
+            let back = q.dequantize();
+            // q8: half a step. q4: half a step, except that values of the other sign than the
+            // group's extreme stop at 7 steps, up to a whole step short.
+            let (levels, allowed) = if kind == QuantKind::Q8 {
+                (127.0, 0.5)
+            } else {
+                (8.0, 1.0)
+            };
+            for j in 0..n {
+                for g in 0..k.div_ceil(GROUP) {
+                    let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
+                    let amax = w[j * k + i0..j * k + i1]
+                        .iter()
+                        .fold(0f32, |m, v| m.max(v.abs()));
+                    let step = amax / levels;
+                    for i in i0..i1 {
+                        let err = (back[j * k + i] - w[j * k + i]).abs();
+                        assert!(err <= allowed * step * 1.01 + 1e-6, "{kind:?} {err} {step}");
+                    }
+                }
+            }
+            assert_eq!(q.bytes(), n * k.div_ceil(GROUP) * (kind.group_bytes() + 2));
+        }
+        // q4 keeps the group's extreme exactly (up to the f16 scale).
+        let mut w = vec![0.1f32; GROUP];
+        w[5] = -0.8;
+        let back = QMatrix::quantize(QuantKind::Q4, &w, 1, GROUP).dequantize();
+        assert!((back[5] + 0.8).abs() < 1e-3);
+    }
+
+    #[test]
+    fn fast_kernels_match_the_reference() {
+        for kind in [QuantKind::Q8, QuantKind::Q4] {
+            for (m, k, n) in SHAPES {
+                let (x, b) = (random(m * k, 1), random(n, 3));
+                let w = QMatrix::quantize(kind, &random(n * k, 2), n, k);
+                let mut want = vec![0f32; m * n];
+                qlinear_reference(&x, m, &w, Some(&b), &mut want);
+                let mut got = vec![0f32; m * n];
+                qlinear_into(&x, m, &w, Some(&b), &mut got);
+                assert!(max_rel(&got, &want) < 1e-5, "{kind:?} {m}x{k}x{n}");
+                let mut port = vec![0f32; m * n];
+                portable_block(&quantize_rows(&x, m, k), m, &w, 0, n, &mut port, m);
+                for r in 0..m {
+                    for j in 0..n {
+                        let v = port[j * m + r] + b[j];
+                        assert!((v - want[r * n + j]).abs() < 1e-4, "{kind:?} portable");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn products_approximate_the_f32_matrix() {
+        // Weight and input quantization together: q8 within 1%, q4 within 10% of the scale.
+        for (kind, tol) in [(QuantKind::Q8, 0.01), (QuantKind::Q4, 0.1)] {
+            let (m, k, n) = (2, 768, 64);
+            let (x, w) = (random(m * k, 4), random(n * k, 5));
+            let mut exact = vec![0f32; m * n];
+            super::super::matvec::linear_reference(&x, m, &w, n, None, &mut exact);
+            let mut got = vec![0f32; m * n];
+            qlinear_into(&x, m, &QMatrix::quantize(kind, &w, n, k), None, &mut got);
+            assert!(
+                max_rel(&got, &exact) < tol,
+                "{kind:?}: {}",
+                max_rel(&got, &exact)
+            );
+        }
+    }
+}
