@@ -2,8 +2,11 @@
 """Goldens for the pipelines and the perplexity recipe: what transformers' `pipeline(...)` returns
 on the committed fixture checkpoints, as JSON.
 
-    .venv/bin/python scripts/make_pipeline_goldens.py      # transformers 5.x (question-answering
-                                                           # cases need 4.x: PYTHONPATH=/work/tf446)
+    .venv/bin/python scripts/make_pipeline_goldens.py             # transformers 5.x: every task
+                                                                  # but question-answering
+    PYTHONPATH=/work/tf446 .venv/bin/python scripts/make_pipeline_goldens.py --qa
+                                                                  # transformers 4.46: question-
+                                                                  # answering (5 dropped it)
 
 Every model is loaded in float32 (`dtype=torch.float32`; the fixtures may store float16 and
 transformers 5 would otherwise compute in it). Fixtures without tokenizer files (gpt2-vocab) get
@@ -160,7 +163,75 @@ def perplexity():
         assert math.isfinite(ppl.item())
 
 
+CLASSIFY = ["I loved this film, truly wonderful.", "Terrible service and cold food.", "It was fine.",
+            "Paris is lovely in spring"]
+
+
+def text_classification():
+    for name, cases in (
+        ("seq-cls", {
+            "cls-default": {},
+            "cls-top2": {"top_k": 2},
+            "cls-all": {"top_k": None},
+            "cls-sigmoid": {"function_to_apply": "sigmoid", "top_k": None},
+            "cls-none": {"function_to_apply": "none"},
+        }),
+        ("seq-cls-multi-label", {"cls-multi-label": {"top_k": None}}),
+        ("seq-cls-regression", {"cls-regression": {}}),
+    ):
+        pipe = pipeline("text-classification", model=str(MODELS / name), dtype=torch.float32)
+        for case, kwargs in cases.items():
+            out = pipe(CLASSIFY, **kwargs)
+            write(case, "text-classification", name, CLASSIFY, kwargs, to_plain(out))
+
+
+NER = ["John Smith lives in Paris, near Lake Geneva.", "Visiting café Müller in Zürich",
+       "no entities here, probably"]
+
+
+def token_classification():
+    name = "token-cls"
+    pipe = pipeline("token-classification", model=str(MODELS / name), dtype=torch.float32)
+    for case, kwargs in {
+        "ner-none": {},
+        "ner-keep-o": {"ignore_labels": []},
+        "ner-simple": {"aggregation_strategy": "simple"},
+        "ner-first": {"aggregation_strategy": "first"},
+        "ner-max": {"aggregation_strategy": "max"},
+        "ner-average": {"aggregation_strategy": "average", "ignore_labels": []},
+    }.items():
+        out = pipe(NER, **kwargs)
+        write(case, "token-classification", name, NER, kwargs, to_plain(out))
+
+
+QA_CONTEXT = ("The Eiffel Tower is a wrought-iron lattice tower in Paris. It is named after the engineer "
+              "Gustave Eiffel, whose company designed and built the tower from 1887 to 1889.")
+QA_QUESTIONS = ["Who designed the tower?", "Where is it?"]
+
+
+def question_answering():
+    name = "qa"
+    pipe = pipeline("question-answering", model=str(MODELS / name), torch_dtype=torch.float32)
+    for case, kwargs in {
+        "qa-default": {},
+        "qa-top3": {"top_k": 3},
+        "qa-impossible": {"handle_impossible_answer": True, "top_k": 2},
+        "qa-unaligned": {"align_to_words": False, "max_answer_len": 4},
+        "qa-windows": {"max_seq_len": 24, "doc_stride": 8, "top_k": 2},
+    }.items():
+        out = [pipe(question=q, context=QA_CONTEXT, **kwargs) for q in QA_QUESTIONS]
+        write(case, "question-answering", name, [[q, QA_CONTEXT] for q in QA_QUESTIONS], kwargs,
+              to_plain(out))
+
+
 if __name__ == "__main__":
-    text_generation()
-    feature_extraction()
-    perplexity()
+    import sys
+
+    if "--qa" in sys.argv:
+        question_answering()
+    else:
+        text_generation()
+        feature_extraction()
+        perplexity()
+        text_classification()
+        token_classification()

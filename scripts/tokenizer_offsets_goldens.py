@@ -6,7 +6,8 @@
     .venv/bin/python scripts/tokenizer_offsets_goldens.py
 
 Writes tests/fixtures/tokenizer/offsets_cases.json (golden_format_version 1): cases of
-{"tokenizer": "default" | "prefix_space", "text", "ids", "offsets": [[start, end], ...]}.
+{"tokenizer": "default" | "prefix_space", "text", "ids", "offsets": [[start, end], ...],
+"word_ids": [pre-tokenizer piece of each token]}.
 """
 import json
 import shutil
@@ -57,7 +58,8 @@ def main():
         for text in texts[kind]:
             enc = tok(text, return_offsets_mapping=True)
             cases.append({"tokenizer": kind, "text": text, "ids": enc["input_ids"],
-                          "offsets": [list(o) for o in enc["offset_mapping"]]})
+                          "offsets": [list(o) for o in enc["offset_mapping"]],
+                          "word_ids": enc.word_ids()})
     doc = {"golden_format_version": 1, "transformers": transformers.__version__, "cases": cases}
     (OUT / "offsets_cases.json").write_text(json.dumps(doc, ensure_ascii=False, indent=0) + "\n")
     print(len(cases), "cases")

@@ -259,6 +259,7 @@ pub(crate) struct TokenizerConfig {
     pub bos_token: Option<String>,
     pub pad_token: Option<String>,
     pub unk_token: Option<String>,
+    pub model_max_length: Option<usize>,
     pub added: Vec<AddedToken>,
 }
 
@@ -295,6 +296,12 @@ pub(crate) fn parse_tokenizer_config(text: &str, path: &Path) -> Result<Tokenize
         bos_token: token_name(v.get("bos_token")),
         pad_token: token_name(v.get("pad_token")),
         unk_token: token_name(v.get("unk_token")),
+        // transformers writes a huge float (1e30) when there is no limit.
+        model_max_length: v
+            .get("model_max_length")
+            .and_then(Value::as_f64)
+            .filter(|n| (0.0..1e18).contains(n))
+            .map(|n| n as usize),
         added,
     })
 }

@@ -48,6 +48,7 @@ pub struct Tokenizer {
     pad: Option<u32>,
     unk: Option<u32>,
     clean_up_tokenization_spaces: bool,
+    model_max_length: Option<usize>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -81,8 +82,12 @@ impl Tokenizer {
                 unk_token: None,
                 origin: origin.to_path_buf(),
             };
-            Tokenizer::from_spec(spec, TokenizerConfig::default())
-                .expect("the built-in vocabulary is consistent")
+            // As openai-community/gpt2's tokenizer_config.json.
+            let config = TokenizerConfig {
+                model_max_length: Some(1024),
+                ..TokenizerConfig::default()
+            };
+            Tokenizer::from_spec(spec, config).expect("the built-in vocabulary is consistent")
         })
         .clone()
     }
@@ -221,6 +226,7 @@ impl Tokenizer {
             pad: None,
             unk: None,
             clean_up_tokenization_spaces: false,
+            model_max_length: config.model_max_length,
         };
         // transformers' GPT2Tokenizer defaults bos, eos and unk to <|endoftext|> and registers
         // it as a special added token, so it is split out of text even from bare vocab files.
@@ -296,6 +302,15 @@ impl Tokenizer {
     /// holding some bytes of a character spans that whole character, and spans are not trimmed
     /// of the leading space GPT-2's tokens carry (`" world"` in `"Hello world"` is `(5, 11)`).
     pub fn encode_with_offsets(&self, text: &str) -> (Vec<u32>, Vec<(usize, usize)>) {
+        let (ids, offsets, _) = self.encode_with_words(text);
+        (ids, offsets)
+    }
+
+    /// [`encode_with_offsets`](Self::encode_with_offsets) plus each token's word: the index of
+    /// the pre-tokenizer piece it came from (an added token is a word of its own), what
+    /// `tokenizers`' `token_to_word` gives.
+    pub fn encode_with_words(&self, text: &str) -> (Vec<u32>, Vec<(usize, usize)>, Vec<usize>) {
+        let mut words = Vec::new();
         let mut ids = Vec::new();
         let mut bytes = Vec::new(); // byte spans, converted at the end
         let base = text.as_ptr() as usize;
@@ -310,7 +325,7 @@ impl Tokenizer {
             match *seg {
                 Segment::Text(t) => {
                     let start = t.as_ptr() as usize - base;
-                    self.offsets_of_segment(t, start, &mut ids, &mut bytes);
+                    self.offsets_of_segment(t, start, &mut ids, &mut bytes, &mut words);
                     cursor = start + t.len();
                 }
                 Segment::Added(id) => {
@@ -328,6 +343,7 @@ impl Tokenizer {
                     };
                     ids.push(id);
                     bytes.push((cursor, end));
+                    words.push(words.last().map_or(0, |w| w + 1));
                     cursor = end;
                 }
             }
@@ -350,7 +366,7 @@ impl Tokenizer {
                 }
             })
             .collect();
-        (ids, chars)
+        (ids, chars, words)
     }
 
     /// Ids and byte spans (offset by `start`) of one stretch between added tokens.
@@ -360,6 +376,7 @@ impl Tokenizer {
         start: usize,
         ids: &mut Vec<u32>,
         spans: &mut Vec<(usize, usize)>,
+        words: &mut Vec<usize>,
     ) {
         // add_prefix_space puts a space that is not in the text before the stretch.
         let prefixed = self.add_prefix_space && !text.is_empty() && !text.starts_with(' ');
@@ -379,6 +396,7 @@ impl Tokenizer {
             piece_ids.clear();
             bpe.encode_piece(p.as_bytes(), &mut piece_ids, &mut scratch);
             let lens: Vec<usize> = piece_ids.iter().map(|&id| self.token_len(id)).collect();
+            let word = words.last().map_or(0, |w| w + 1);
             let whole = lens.iter().sum::<usize>() == p.len();
             let mut pos = at;
             for (&id, len) in piece_ids.iter().zip(lens) {
@@ -399,6 +417,7 @@ impl Tokenizer {
                     e - shift.min(e)
                 };
                 ids.push(id);
+                words.push(word);
                 spans.push((start + s.saturating_sub(shift), start + end.min(text.len())));
             }
         };
@@ -417,6 +436,15 @@ impl Tokenizer {
             }
             _ => 0,
         }
+    }
+
+    /// Token strings back to text (transformers' `convert_tokens_to_string`, GPT-2's ByteLevel
+    /// decoder): each token's byte-alphabet bytes (or its raw UTF-8 when a character is outside
+    /// the alphabet), joined, invalid UTF-8 replaced. Given already-decoded text it garbles
+    /// printable Latin-1 characters (`"Zürich"` -> `"Z\u{fffd}rich"`) exactly as transformers does.
+    pub fn convert_tokens_to_string(&self, tokens: &[&str]) -> String {
+        let bytes: Vec<u8> = tokens.iter().flat_map(|t| decoded_bytes(t)).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// The token strings of `text` (transformers' `tokenize`), e.g. `["Hello", "Ġworld"]`.
@@ -618,6 +646,12 @@ impl Tokenizer {
     }
 
     /// `<|endoftext|>` for GPT-2.
+    /// tokenizer_config.json's `model_max_length`: the longest input the model takes, as
+    /// transformers truncates to it (None when unset or unlimited).
+    pub fn model_max_length(&self) -> Option<usize> {
+        self.model_max_length
+    }
+
     pub fn eos_token_id(&self) -> Option<u32> {
         self.eos
     }

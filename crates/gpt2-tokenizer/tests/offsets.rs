@@ -23,12 +23,20 @@ fn offsets_match_transformers() {
             _ => &prefix,
         };
         let text = case["text"].as_str().unwrap();
-        let (ids, offsets) = tok.encode_with_offsets(text);
+        let (ids, offsets, words) = tok.encode_with_words(text);
         let want_ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
         let want: Vec<(usize, usize)> = serde_json::from_value(case["offsets"].clone()).unwrap();
         assert_eq!(ids, want_ids, "ids of {text:?}");
         assert_eq!(ids, tok.encode(text), "encode of {text:?}");
         assert_eq!(offsets, want, "offsets of {text:?} ({})", case["tokenizer"]);
+        let want_words: Vec<Option<usize>> =
+            serde_json::from_value(case["word_ids"].clone()).unwrap();
+        let words: Vec<Option<usize>> = words.into_iter().map(Some).collect();
+        assert_eq!(
+            words, want_words,
+            "words of {text:?} ({})",
+            case["tokenizer"]
+        );
     }
 }
 

@@ -227,3 +227,100 @@ fn task_names_and_aliases() {
     }
     assert!(Task::from_name("summarization").is_err());
 }
+
+fn load_as<M: gpt2::model::FromWeights>(doc: &Value) -> Pretrained<M> {
+    let dir = common::model_dir(doc["model"].as_str().unwrap());
+    Pretrained::<M>::from_pretrained(dir.to_str().unwrap(), &LoadOptions::default()).unwrap()
+}
+
+#[test]
+fn text_classification_matches_transformers() {
+    use gpt2::pipeline::{ClassificationFunction, TextClassification, TopK};
+    for (name, doc) in goldens("text-classification") {
+        let p = load_as::<gpt2::model::Gpt2ForSequenceClassification>(&doc);
+        let pipe = TextClassification::new(&p.model, p.tokenizer().unwrap());
+        let kwargs = doc["kwargs"].as_object().unwrap();
+        let top_k = match kwargs.get("top_k") {
+            None => TopK::Best,
+            Some(Value::Null) => TopK::Ranked(None),
+            Some(k) => TopK::Ranked(Some(k.as_u64().unwrap() as usize)),
+        };
+        let function = kwargs
+            .get("function_to_apply")
+            .map(|f| ClassificationFunction::from_name(f.as_str().unwrap()).unwrap());
+        let texts = inputs(&doc);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let got = pipe.run(&refs, top_k, function, false).unwrap();
+        assert_json_close(
+            &serde_json::to_value(got).unwrap(),
+            &doc["output"],
+            1e-4,
+            &name,
+        );
+    }
+}
+
+#[test]
+fn token_classification_matches_transformers() {
+    use gpt2::pipeline::{Aggregation, TokenClassification};
+    for (name, doc) in goldens("token-classification") {
+        let p = load_as::<gpt2::model::Gpt2ForTokenClassification>(&doc);
+        let pipe = TokenClassification::new(&p.model, p.tokenizer().unwrap());
+        let kwargs = doc["kwargs"].as_object().unwrap();
+        let aggregation = kwargs
+            .get("aggregation_strategy")
+            .map_or(Aggregation::None, |a| {
+                Aggregation::from_name(a.as_str().unwrap()).unwrap()
+            });
+        let ignore: Option<Vec<String>> = kwargs
+            .get("ignore_labels")
+            .map(|v| serde_json::from_value(v.clone()).unwrap());
+        let texts = inputs(&doc);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let got = pipe.run(&refs, aggregation, ignore.as_deref()).unwrap();
+        assert_json_close(
+            &serde_json::to_value(got).unwrap(),
+            &doc["output"],
+            1e-4,
+            &name,
+        );
+    }
+}
+
+#[test]
+fn question_answering_matches_transformers_4() {
+    use gpt2::pipeline::{QaOptions, QuestionAnswering};
+    for (name, doc) in goldens("question-answering") {
+        let p = load_as::<gpt2::model::Gpt2ForQuestionAnswering>(&doc);
+        let pipe = QuestionAnswering::new(&p.model, p.tokenizer().unwrap());
+        let kwargs = doc["kwargs"].as_object().unwrap();
+        let num = |k: &str| kwargs.get(k).map(|v| v.as_u64().unwrap() as usize);
+        let flag = |k: &str| kwargs.get(k).map(|v| v.as_bool().unwrap());
+        let d = QaOptions::default();
+        let opts = QaOptions {
+            top_k: num("top_k").unwrap_or(d.top_k),
+            max_answer_len: num("max_answer_len").unwrap_or(d.max_answer_len),
+            max_seq_len: num("max_seq_len"),
+            doc_stride: num("doc_stride"),
+            handle_impossible_answer: flag("handle_impossible_answer").unwrap_or(false),
+            align_to_words: flag("align_to_words").unwrap_or(true),
+        };
+        let pairs: Vec<(String, String)> = doc["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into()))
+            .collect();
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(q, c)| (q.as_str(), c.as_str()))
+            .collect();
+        let got = pipe.run(&refs, &opts).unwrap();
+        assert_json_close(
+            &serde_json::to_value(got).unwrap(),
+            &doc["output"],
+            1e-4,
+            &name,
+        );
+    }
+}

@@ -4,15 +4,26 @@
 //!
 //! - `text-generation`: [`TextGeneration`].
 //! - `feature-extraction`: [`FeatureExtraction`] (and pooled sentence vectors).
+//! - `text-classification` / `sentiment-analysis`: [`TextClassification`].
+//! - `token-classification` / `ner`: [`TokenClassification`].
+//! - `question-answering`: [`QuestionAnswering`] (as transformers 4 had it; 5 dropped it).
 //! - the sliding-window perplexity of a long text: [`perplexity()`].
 
 mod feature_extraction;
 mod perplexity;
+mod question_answering;
+mod text_classification;
 mod text_generation;
+mod token_classification;
 
 pub use feature_extraction::{FeatureExtraction, Features, Pooling};
 pub use perplexity::{perplexity, Perplexity};
+pub use question_answering::{Answer, QaOptions, QaResult, QuestionAnswering};
+pub use text_classification::{
+    Classification, ClassificationFunction, LabelScore, TextClassification, TopK,
+};
 pub use text_generation::{GeneratedText, TextGeneration, TextGenerationOptions};
+pub use token_classification::{Aggregation, Entity, TokenClassification};
 
 use crate::error::{Error, Result};
 
