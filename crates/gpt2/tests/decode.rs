@@ -8,7 +8,7 @@ use std::fs;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::{model_dir, scaled_error};
-use gpt2::model::{Cache, ForwardArgs, Gpt2LmHeadModel};
+use gpt2::model::{position_ids_from_mask, Cache, ForwardArgs, Gpt2LmHeadModel};
 use gpt2::weights::Weights;
 use gpt2::Config;
 
@@ -50,9 +50,11 @@ fn compare(model: &Gpt2LmHeadModel, prompt_lens: &[usize], steps: usize) {
         mask.push((0..t).map(|i| u32::from(i >= pad)).collect::<Vec<_>>());
     }
     let mut fused_cache = Cache::new(cfg.n_layer);
+    let pos = position_ids_from_mask(&ids(&mask), t).unwrap();
     let prefill = ForwardArgs {
         input_ids: Some(&ids(&rows)),
         attention_mask: Some(&ids(&mask)),
+        position_ids: Some(&pos),
         logits_to_keep: 1,
         ..Default::default()
     };
@@ -66,9 +68,11 @@ fn compare(model: &Gpt2LmHeadModel, prompt_lens: &[usize], steps: usize) {
             .map(|r| vec![((step * 13 + r * 5 + 1) % cfg.vocab_size) as u32])
             .collect();
         let (new, full_mask) = (ids(&new), ids(&mask));
+        let pos = position_ids_from_mask(&full_mask, 1).unwrap();
         let args = |op_by_op| ForwardArgs {
             input_ids: Some(&new),
             attention_mask: Some(&full_mask),
+            position_ids: Some(&pos),
             output_hidden_states: true,
             op_by_op,
             ..Default::default()

@@ -51,22 +51,50 @@ fn inputs_embeds_equal_input_ids() {
 }
 
 #[test]
-fn explicit_position_ids_match_derived_ones() {
+fn position_ids_default_to_transformers_numbering_and_can_be_derived() {
     let (_, _, model) = load("gelu-inner");
     let g = Golden::load("gelu-inner");
     let mask = g.get("batch.attention_mask");
-    let args = ForwardArgs {
-        input_ids: Some(g.get("batch.input_ids")),
-        attention_mask: Some(mask),
-        position_ids: Some(g.get("batch.position_ids")),
-        ..Default::default()
+    let ids = g.get("batch.input_ids");
+    // generate's numbering, derived from the mask, is what the golden was run with.
+    let derived = gpt2::model::position_ids_from_mask(mask, ids.dims()[1]).unwrap();
+    assert_eq!(
+        derived
+            .to_dtype(DType::I64)
+            .unwrap()
+            .to_vec2::<i64>()
+            .unwrap(),
+        g.get("batch.position_ids").to_vec2::<i64>().unwrap()
+    );
+    let with = |pos: Option<&Tensor>| {
+        let args = ForwardArgs {
+            input_ids: Some(ids),
+            attention_mask: Some(mask),
+            position_ids: pos,
+            ..Default::default()
+        };
+        model.forward(&args, None).unwrap().logits.unwrap()
     };
-    let out = model.forward(&args, None).unwrap();
     assert_close(
-        "logits with explicit position ids",
-        &real_rows(out.logits.as_ref().unwrap(), mask),
+        "logits with derived position ids",
+        &real_rows(&with(Some(&derived)), mask),
         &real_rows(g.get("batch.logits"), mask),
         1e-4,
+    );
+    // Without position ids, 0..T whatever the padding (transformers' forward): a left-padded
+    // row sees shifted positions, and its logits differ from the golden's.
+    let plain = with(None);
+    let arange = Tensor::arange(0u32, ids.dims()[1] as u32, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
+        .repeat((ids.dims()[0], 1))
+        .unwrap();
+    assert_close("0..T by default", &plain, &with(Some(&arange)), 0.0);
+    let padded_row = real_rows(&plain, mask);
+    assert!(
+        common::scaled_error(&padded_row, &real_rows(g.get("batch.logits"), mask)) > 1e-3,
+        "left padding without derived positions should change the logits"
     );
 }
 

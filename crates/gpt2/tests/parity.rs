@@ -9,7 +9,7 @@ mod common;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::{assert_close, model_dir, real_rows, Golden};
-use gpt2::model::{Cache, ForwardArgs, Gpt2LmHeadModel};
+use gpt2::model::{position_ids_from_mask, Cache, ForwardArgs, Gpt2LmHeadModel};
 use gpt2::weights::Weights;
 use gpt2::Config;
 
@@ -33,7 +33,11 @@ fn check_case(name: &str, model: &Gpt2LmHeadModel, g: &Golden, case: &str) {
     if padded {
         args.attention_mask = Some(mask);
     }
-    // Position ids are not passed: the model must derive them from the mask as generate() does.
+    // The golden's left-padded batch was run with generate's position ids.
+    let pos = g
+        .has(&key("position_ids"))
+        .then(|| g.get(&key("position_ids")));
+    args.position_ids = pos;
     let tt = g
         .has(&key("token_type_ids"))
         .then(|| g.get(&key("token_type_ids")));
@@ -125,6 +129,8 @@ fn cached_decoding_matches_transformers_and_the_full_forward() {
         let mut cache = Cache::new(model.config().n_layer);
         let mut args = ForwardArgs::ids(ids);
         args.attention_mask = Some(&mask);
+        let pos = position_ids_from_mask(&mask, ids.dims()[1]).unwrap();
+        args.position_ids = Some(&pos);
         args.logits_to_keep = 1;
         let out = model.forward(&args, Some(&mut cache)).unwrap();
         let prefill = out.logits.unwrap().i((.., 0, ..)).unwrap();
@@ -142,6 +148,8 @@ fn cached_decoding_matches_transformers_and_the_full_forward() {
             mask = Tensor::cat(&[&mask, &ones], 1).unwrap();
             let mut args = ForwardArgs::ids(&step);
             args.attention_mask = Some(&mask);
+            let pos = position_ids_from_mask(&mask, 1).unwrap();
+            args.position_ids = Some(&pos);
             let out = model.forward(&args, Some(&mut cache)).unwrap();
             let logits = out.logits.unwrap().i((.., 0, ..)).unwrap();
             assert_close(
@@ -158,6 +166,8 @@ fn cached_decoding_matches_transformers_and_the_full_forward() {
         let all_ids = Tensor::cat(&[ids, steps], 1).unwrap();
         let mut args = ForwardArgs::ids(&all_ids);
         args.attention_mask = Some(&mask);
+        let pos = position_ids_from_mask(&mask, all_ids.dims()[1]).unwrap();
+        args.position_ids = Some(&pos);
         let full = model.forward(&args, None).unwrap().logits.unwrap();
         let t0 = ids.dims()[1];
         for (s, logits) in step_logits.iter().enumerate() {
@@ -183,6 +193,7 @@ fn reduced_precision_stays_close_to_f32() {
             let mask = g.get("batch.attention_mask");
             let mut args = ForwardArgs::ids(g.get("batch.input_ids"));
             args.attention_mask = Some(mask);
+            args.position_ids = Some(g.get("batch.position_ids"));
             let out = model.forward(&args, None).unwrap();
             let logits = out.logits.unwrap();
             assert_eq!(logits.dtype(), dtype);

@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 use crate::error::Result;
-use crate::model::{Cache, ForwardArgs, Gpt2LmHeadModel};
+use crate::model::{position_ids_from_mask, Cache, ForwardArgs, Gpt2LmHeadModel};
 
 /// What one forward step gives the search: last-position logits per row, and what was asked
 /// for of the model's internals.
@@ -53,9 +53,14 @@ impl<'m> Runner<'m> {
     fn run(&mut self, ids: &Tensor) -> Result<Step> {
         let mask = rows_tensor(&self.mask)?;
         let padded = self.mask.iter().flatten().any(|&m| m == 0);
+        // generate numbers each row's positions from its first real token.
+        let positions = padded
+            .then(|| position_ids_from_mask(&mask, ids.dims()[1]))
+            .transpose()?;
         let args = ForwardArgs {
             input_ids: Some(ids),
             attention_mask: padded.then_some(&mask),
+            position_ids: positions.as_ref(),
             output_hidden_states: self.output_hidden_states,
             output_attentions: self.output_attentions,
             logits_to_keep: 1,

@@ -406,7 +406,9 @@ impl Gpt2Model {
                 }
                 p
             }
-            None => derive_position_ids(mask_rows.as_deref(), b, past, t),
+            // transformers' forward: past..past+T whatever the padding (generate passes
+            // positions derived from the mask; see position_ids_from_mask).
+            None => derive_position_ids(None, b, past, t),
         };
         let max_pos = position_ids.iter().flatten().copied().max().unwrap_or(0) as usize;
         if past + t > cfg.n_positions || max_pos >= cfg.n_positions {
@@ -709,8 +711,24 @@ fn mask_rows(mask: &Tensor, b: usize, s: usize) -> Result<Vec<Vec<u32>>> {
     Ok(rows)
 }
 
-/// Position ids when none are given: from the attention mask as `generate` derives them
-/// (`cumsum(mask) - 1`, padding at 1), so left-padded rows start at 0; else past..past+T.
+/// The position ids `generate` derives from an attention mask `[batch, past + t]` for the
+/// last `t` positions: `cumsum(mask) - 1`, padding at 1, so left-padded rows count from 0.
+/// A plain forward without position ids numbers positions past..past+t instead, as in
+/// transformers; pass these to get generate's numbering.
+pub fn position_ids_from_mask(mask: &Tensor, t: usize) -> Result<Tensor> {
+    let rows = to_u32_rows(mask, "attention_mask")?;
+    let (b, s) = (rows.len(), rows.first().map_or(0, Vec::len));
+    if t > s {
+        return Err(Error::Input(format!(
+            "asked for {t} positions of a mask of {s} columns"
+        )));
+    }
+    let ids = derive_position_ids(Some(&rows), b, s - t, t);
+    Ok(Tensor::from_vec(ids.concat(), (b, t), mask.device())?)
+}
+
+/// Position ids: from the attention mask rows as `generate` derives them, or without a mask
+/// past..past+T.
 fn derive_position_ids(
     mask: Option<&[Vec<u32>]>,
     b: usize,

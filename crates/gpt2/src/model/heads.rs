@@ -11,9 +11,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
-/// The transformer under a head. Without position ids the heads' forward in `transformers`
-/// numbers positions `past..past + seq` whatever the padding (deriving them from the mask is
-/// what `generate` does, and only it), so a left-padded row sees shifted positions there too.
+/// The transformer under a head (which needs every position's state).
 pub(crate) fn run_transformer(
     transformer: &Gpt2Model,
     args: &ForwardArgs,
@@ -26,30 +24,7 @@ pub(crate) fn run_transformer(
                 .into(),
         ));
     }
-    let shape = match (args.input_ids, args.inputs_embeds) {
-        (Some(ids), None) => match *ids.dims() {
-            [t] => Some((1, t)),
-            [b, t] => Some((b, t)),
-            _ => None,
-        },
-        (None, Some(e)) => match *e.dims() {
-            [b, t, _] => Some((b, t)),
-            _ => None,
-        },
-        _ => None,
-    };
-    let (Some((b, t)), None) = (shape, args.position_ids) else {
-        // Given positions, or inputs the transformer will refuse with its own message.
-        return transformer.forward_base(args, cache);
-    };
-    let past = cache.as_ref().map_or(0, |c| c.seq_len());
-    let row: Vec<u32> = (past..past + t).map(|p| p as u32).collect();
-    let positions = Tensor::from_vec(row.repeat(b), (b, t), transformer.device())?;
-    let args = ForwardArgs {
-        position_ids: Some(&positions),
-        ..*args
-    };
-    transformer.forward_base(&args, cache)
+    transformer.forward_base(args, cache)
 }
 
 /// A head's tensor, which the checkpoint must have: without it `transformers` would start the

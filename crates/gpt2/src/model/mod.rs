@@ -30,7 +30,9 @@ pub use activation::{Act, ActParam};
 pub use auto::{Architecture, AutoModel, FromWeights};
 pub use cache::Cache;
 pub use double_heads::Gpt2DoubleHeadsModel;
-pub use gpt2::{Attention, Block, Conv1D, Gpt2LmHeadModel, Gpt2Model, LayerNorm, Mlp};
+pub use gpt2::{
+    position_ids_from_mask, Attention, Block, Conv1D, Gpt2LmHeadModel, Gpt2Model, LayerNorm, Mlp,
+};
 pub use linear::Linear;
 pub use loss::{
     bce_with_logits_loss, causal_lm_loss, cross_entropy, mse_loss, ProblemType, IGNORE_INDEX,
