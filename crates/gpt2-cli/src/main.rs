@@ -3,6 +3,8 @@
 
 mod bench;
 mod generate;
+mod pictures;
+mod plot;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -152,6 +154,10 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Draw one layer's attention (one head, or every head in a grid) to a .png or .svg.
+    Attention(pictures::AttentionArgs),
+    /// Draw the logit lens (the top token after every layer, at every position) to a .png or .svg.
+    LogitLens(pictures::LogitLensArgs),
     /// Print the module tree as PyTorch does, and every parameter with its shape.
     Inspect {
         #[arg(long)]
@@ -240,6 +246,8 @@ fn run(command: Command) -> Result<()> {
             temperature,
             json,
         ),
+        Command::Attention(args) => pictures::attention(&args),
+        Command::LogitLens(args) => pictures::logit_lens(&args),
         Command::Inspect { model, dtype } => inspect(&model, dtype.into()),
         Command::Bench {
             model,
