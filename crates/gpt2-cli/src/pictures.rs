@@ -17,6 +17,8 @@ use candle_core::Tensor;
 use gpt2::Pretrained;
 use gpt2_tokenizer::Tokenizer;
 
+use crate::plot::{text_width, Anchor, Scene, GLYPH};
+
 pub use attention::{run as attention, AttentionArgs};
 pub use logit_lens::{run as logit_lens, LogitLensArgs};
 
@@ -103,6 +105,35 @@ pub fn cut(label: &str, max: usize) -> String {
     let mut s: String = label.chars().take(max.saturating_sub(1)).collect();
     s.push('…');
     s
+}
+
+/// A picture with `title` drawn across its top; [`finish`] makes room for it.
+fn titled(title: String) -> Scene {
+    let mut sc = Scene::new(title.clone());
+    sc.text(
+        MARGIN,
+        MARGIN + GLYPH,
+        title,
+        2,
+        Anchor::Start,
+        false,
+        "title",
+    );
+    sc
+}
+
+/// The picture's size: everything drawn up to `right` and `bottom`, and the title, inside the
+/// margin.
+fn finish(sc: &mut Scene, right: i32, bottom: i32) {
+    sc.width = (right + MARGIN).max(2 * MARGIN + text_width(&sc.title, 2));
+    sc.height = bottom + MARGIN;
+}
+
+/// Labels cut to `max` characters, and the widest of them at text scale `s`.
+fn axis_labels(labels: &[String], max: usize, s: i32) -> (Vec<String>, i32) {
+    let cut: Vec<String> = labels.iter().map(|l| cut(l, max)).collect();
+    let width = cut.iter().map(|l| text_width(l, s)).max().unwrap_or(0);
+    (cut, width)
 }
 
 /// How the model is named in titles: a directory's last component, a hub id as given.

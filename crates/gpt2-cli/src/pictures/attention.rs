@@ -10,7 +10,7 @@ use clap::Args;
 use gpt2::model::ForwardArgs;
 use serde_json::json;
 
-use super::{cut, encode_input, model_name, Input, LABEL_CHARS, MARGIN};
+use super::{axis_labels, encode_input, finish, model_name, titled, Input, LABEL_CHARS, MARGIN};
 use crate::plot::{text_width, viridis, Anchor, Format, Item, Rgb, Scene, GLYPH};
 
 /// Most tokens in a picture of one head, and in the grid of every head.
@@ -143,21 +143,11 @@ fn one_head(name: &str, layer: usize, head: usize, input: &Input, map: &[Vec<f32
     let c = (640 / t).clamp(10, 40);
     let s = if c >= 20 { 2 } else { 1 };
     let pad = 4 * s;
-    let labels: Vec<String> = input.labels.iter().map(|l| cut(l, LABEL_CHARS)).collect();
-    let lw = labels.iter().map(|l| text_width(l, s)).max().unwrap_or(0);
+    let (labels, lw) = axis_labels(&input.labels, LABEL_CHARS, s);
     let heat = t * c;
 
     let title = format!("{name}: attention, layer {layer}, head {head}");
-    let mut sc = Scene::new(title.clone());
-    sc.text(
-        MARGIN,
-        MARGIN + GLYPH,
-        &title,
-        2,
-        Anchor::Start,
-        false,
-        "title",
-    );
+    let mut sc = titled(title);
     let x0 = MARGIN + GLYPH * s + 2 * pad + lw;
     let y0 = MARGIN + 2 * GLYPH + 3 * GLYPH / 2;
 
@@ -196,8 +186,7 @@ fn one_head(name: &str, layer: usize, head: usize, input: &Input, map: &[Vec<f32
     );
 
     let (right, bottom) = sc.colour_bar(x0 + heat + 3 * GLYPH, y0, heat, s, "attention weight");
-    sc.width = (right + MARGIN).max(2 * MARGIN + text_width(&title, 2));
-    sc.height = (key_y + GLYPH * s / 2).max(bottom) + MARGIN;
+    finish(&mut sc, right, (key_y + GLYPH * s / 2).max(bottom));
     sc.meta = meta(name, layer, vec![head], input);
     sc.meta["cells"] = json!({"x": x0, "y": y0, "size": c});
     sc
@@ -211,24 +200,14 @@ fn grid(name: &str, layer: usize, input: &Input, maps: &[Vec<Vec<f32>>]) -> Scen
     let c = (320 / t).clamp(9, 24);
     let s = if c >= 18 { 2 } else { 1 };
     let pad = 4 * s;
-    let labels: Vec<String> = input.labels.iter().map(|l| cut(l, LABEL_CHARS)).collect();
-    let lw = labels.iter().map(|l| text_width(l, s)).max().unwrap_or(0);
+    let (labels, lw) = axis_labels(&input.labels, LABEL_CHARS, s);
     let panel = t * c;
     let head_w = text_width(&format!("head {}", n - 1), s);
     let slot_w = panel.max(head_w) + 2 * GLYPH * s;
     let slot_h = panel + 2 * pad + 2 * GLYPH * s;
 
     let title = format!("{name}: attention, layer {layer}, all {n} heads");
-    let mut sc = Scene::new(title.clone());
-    sc.text(
-        MARGIN,
-        MARGIN + GLYPH,
-        &title,
-        2,
-        Anchor::Start,
-        false,
-        "title",
-    );
+    let mut sc = titled(title);
     // Keys label the top of the first row (every column has a panel there), queries the left
     // of every row.
     let key_y = MARGIN + 2 * GLYPH + 3 * GLYPH / 2 + GLYPH * s / 2;
@@ -287,8 +266,7 @@ fn grid(name: &str, layer: usize, input: &Input, maps: &[Vec<Vec<f32>>]) -> Scen
     let bar_x = x0 + (used_cols - 1) * slot_w + panel.max(head_w) + 3 * GLYPH;
     // A short caption: the bar is only as tall as the first row of panels.
     let (right, bottom) = sc.colour_bar(bar_x, y0, panel, s, "weight");
-    sc.width = (right + MARGIN).max(2 * MARGIN + text_width(&title, 2));
-    sc.height = (y0 + rows * slot_h - GLYPH * s).max(bottom) + MARGIN;
+    finish(&mut sc, right, (y0 + rows * slot_h - GLYPH * s).max(bottom));
     sc.meta = meta(name, layer, (0..maps.len()).collect(), input);
     sc.meta["cell"] = json!(c);
     sc.meta["panels"] = json!(panels);

@@ -14,7 +14,7 @@ use gpt2::Pretrained;
 use gpt2_tokenizer::Tokenizer;
 use serde_json::json;
 
-use super::{cut, encode_input, model_name, token_text, visible, Input, MARGIN};
+use super::{cut, encode_input, finish, model_name, titled, token_text, visible, Input, MARGIN};
 use crate::plot::{text_width, viridis, Anchor, Format, Item, Rgb, Scene, GLYPH};
 
 /// Most tokens in one picture: every column holds a token's text.
@@ -189,16 +189,7 @@ fn draw(name: &str, input: &Input, lens: &Lens, tok: &Tokenizer, next_prob: bool
     if next_prob {
         notes.push("small number: the probability of the actual next token".to_string());
     }
-    let mut sc = Scene::new(title.clone());
-    sc.text(
-        MARGIN,
-        MARGIN + GLYPH,
-        &title,
-        2,
-        Anchor::Start,
-        false,
-        "title",
-    );
+    let mut sc = titled(title);
     let mut y = MARGIN + 2 * GLYPH + GLYPH;
     for n in &notes {
         sc.text(MARGIN, y + GLYPH / 2, n, 1, Anchor::Start, false, "note");
@@ -303,10 +294,11 @@ fn draw(name: &str, input: &Input, lens: &Lens, tok: &Tokenizer, next_prob: bool
     let grid_right = x0 + t * col_w;
     let (right, bottom) = sc.colour_bar(grid_right + 2 * GLYPH, y0, rows * row_h, s, "p(top)");
     let note_w = notes.iter().map(|n| text_width(n, 1)).max().unwrap_or(0);
-    sc.width = (right + MARGIN)
-        .max(2 * MARGIN + text_width(&title, 2))
-        .max(2 * MARGIN + note_w);
-    sc.height = (foot_y + line / 2).max(bottom) + MARGIN;
+    finish(
+        &mut sc,
+        right.max(MARGIN + note_w),
+        (foot_y + line / 2).max(bottom),
+    );
     let round = |v: &Vec<Vec<f32>>| -> Vec<Vec<f64>> {
         v.iter()
             .map(|r| r.iter().map(|&x| (x as f64 * 1e6).round() / 1e6).collect())
