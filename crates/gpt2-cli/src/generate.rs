@@ -24,9 +24,10 @@ pub struct GenerateFlags {
     /// No eos before this many new tokens.
     #[arg(long)]
     min_new_tokens: Option<usize>,
-    /// Sample instead of taking the most likely token (greedy / beam search).
-    #[arg(long)]
-    do_sample: bool,
+    /// Sample instead of taking the most likely token (`--do-sample` or `--do-sample=false`;
+    /// the text-generation pipeline samples unless told not to, as transformers').
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    do_sample: Option<bool>,
     /// Divide the logits by this before sampling.
     #[arg(long)]
     temperature: Option<f64>,
@@ -78,7 +79,12 @@ pub struct GenerateFlags {
 }
 
 impl GenerateFlags {
-    fn overrides(&self) -> Value {
+    /// --top-k, which the classification tasks read as their own top_k.
+    pub fn top_k(&self) -> Option<usize> {
+        self.top_k
+    }
+
+    pub fn overrides(&self) -> Value {
         let mut m = Map::new();
         let mut set = |k: &str, v: Value| {
             m.insert(k.to_string(), v);
@@ -109,8 +115,8 @@ impl GenerateFlags {
             num_return_sequences,
             seed
         );
-        if self.do_sample {
-            set("do_sample", json!(true));
+        if let Some(d) = self.do_sample {
+            set("do_sample", json!(d));
         }
         if self.early_stopping {
             set("early_stopping", json!(true));

@@ -5,6 +5,7 @@ mod bench;
 mod generate;
 mod pictures;
 mod plot;
+mod tasks;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -158,6 +159,84 @@ enum Command {
     Attention(pictures::AttentionArgs),
     /// Draw the logit lens (the top token after every layer, at every position) to a .png or .svg.
     LogitLens(pictures::LogitLensArgs),
+    /// Run one of transformers' pipelines: text-generation, text-classification (or
+    /// sentiment-analysis), feature-extraction, token-classification (or ner),
+    /// question-answering. With --json, one JSON array with one entry per input in
+    /// transformers' shape.
+    Pipeline {
+        /// The task, by transformers' name.
+        task: String,
+        #[arg(long)]
+        model: String,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        flags: tasks::PipelineFlags,
+        #[command(flatten)]
+        generate: generate::GenerateFlags,
+        /// The inputs (for question-answering, the questions).
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+    /// Sentence vectors: one pooled hidden state per text, as JSON, .npy or .safetensors.
+    Embed {
+        #[arg(long)]
+        model: String,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        /// How token states become one vector: mean, last, or none (every token's, JSON only).
+        #[arg(long, value_enum, default_value = "mean")]
+        pooling: tasks::PoolingArg,
+        #[arg(long, value_enum, default_value = "json")]
+        format: tasks::EmbedFormat,
+        /// Write here instead of stdout (needed for npy and safetensors).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Classify texts with a GPT2ForSequenceClassification checkpoint (the text-classification
+    /// pipeline).
+    Classify {
+        #[arg(long)]
+        model: String,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        /// Return this many labels per text, best first (default: the best one alone).
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Every label's score, best first.
+        #[arg(long, conflicts_with = "top_k")]
+        all_labels: bool,
+        /// softmax, sigmoid or none (default: from the config).
+        #[arg(long)]
+        function_to_apply: Option<String>,
+        /// Cut texts longer than the model takes.
+        #[arg(long)]
+        truncation: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Perplexity of a text file by the sliding window transformers documents.
+    Perplexity {
+        #[arg(long)]
+        model: String,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        /// Tokens between window starts (each window scores the tokens the previous did not).
+        #[arg(long, default_value_t = 512)]
+        stride: usize,
+        /// Tokens per window (default: the model's n_positions).
+        #[arg(long)]
+        max_length: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        file: PathBuf,
+    },
     /// Print the module tree as PyTorch does, and every parameter with its shape.
     Inspect {
         #[arg(long)]
@@ -246,6 +325,76 @@ fn run(command: Command) -> Result<()> {
             temperature,
             json,
         ),
+        Command::Pipeline {
+            task,
+            model,
+            dtype,
+            json,
+            flags,
+            generate,
+            inputs,
+        } => tasks::run_pipeline(
+            &model,
+            &load_options(dtype.into()),
+            &task,
+            &flags,
+            &generate,
+            &inputs,
+            json,
+        ),
+        Command::Embed {
+            model,
+            dtype,
+            pooling,
+            format,
+            out,
+            texts,
+        } => tasks::embed(
+            &load(&model, dtype.into())?,
+            &texts,
+            pooling,
+            format,
+            out.as_deref(),
+        ),
+        Command::Classify {
+            model,
+            dtype,
+            top_k,
+            all_labels,
+            function_to_apply,
+            truncation,
+            json,
+            texts,
+        } => {
+            let top_k = match (all_labels, top_k) {
+                (true, _) => gpt2::pipeline::TopK::Ranked(None),
+                (false, Some(k)) => gpt2::pipeline::TopK::Ranked(Some(k)),
+                (false, None) => gpt2::pipeline::TopK::Best,
+            };
+            tasks::classify(
+                &model,
+                &load_options(dtype.into()),
+                &texts,
+                top_k,
+                function_to_apply.as_deref(),
+                truncation,
+                json,
+            )
+        }
+        Command::Perplexity {
+            model,
+            dtype,
+            stride,
+            max_length,
+            json,
+            file,
+        } => tasks::perplexity(
+            &load(&model, dtype.into())?,
+            &file,
+            stride,
+            max_length,
+            json,
+        ),
         Command::Attention(args) => pictures::attention(&args),
         Command::LogitLens(args) => pictures::logit_lens(&args),
         Command::Inspect { model, dtype } => inspect(&model, dtype.into()),
@@ -267,12 +416,15 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
-fn load(model: &str, dtype: DType) -> Result<Pretrained> {
-    let opts = LoadOptions {
+fn load_options(dtype: DType) -> LoadOptions {
+    LoadOptions {
         dtype,
         ..LoadOptions::default()
-    };
-    Pretrained::load(model, &opts).with_context(|| format!("loading model {model}"))
+    }
+}
+
+fn load(model: &str, dtype: DType) -> Result<Pretrained> {
+    Pretrained::load(model, &load_options(dtype)).with_context(|| format!("loading model {model}"))
 }
 
 /// A tokenizer without loading weights: the model's own, or the built-in GPT-2 one.
@@ -399,8 +551,12 @@ fn forward(
     }
     let input_ids = rows_to_tensor(&enc.input_ids)?;
     let attention_mask = rows_to_tensor(&enc.attention_mask)?;
+    // Each text's positions count from its own first token (as generate numbers them), so a
+    // padded batch gives every text the activations it has on its own.
+    let position_ids = gpt2::model::position_ids_from_mask(&attention_mask, input_ids.dims()[1])?;
     let mut args = ForwardArgs::ids(&input_ids);
     args.attention_mask = Some(&attention_mask);
+    args.position_ids = Some(&position_ids);
     args.output_hidden_states = hidden;
     args.output_attentions = attentions;
     let res = p.model.forward(&args, None)?;

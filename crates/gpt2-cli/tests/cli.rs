@@ -1,47 +1,12 @@
 //! The `gpt2` binary end to end on the committed fixtures: what a user types, what they get.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::{fails, fixtures, model, ok};
+
+use std::process::{Command, Stdio};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn model(name: &str) -> String {
-    fixtures().join("models").join(name).display().to_string()
-}
-
-fn gpt2(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt2"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("run gpt2")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = gpt2(args);
-    assert!(
-        out.status.success(),
-        "gpt2 {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = gpt2(args);
-    assert!(!out.status.success(), "gpt2 {args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        err.starts_with("error: "),
-        "plain error message, got {err:?}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
 
 fn scaled_error(got: &Tensor, want: &Tensor) -> f32 {
     let g = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -2,9 +2,12 @@
 //! size follows the tokens, heads and layers, their labels are the tokens, and what they show is
 //! transformers' attention and logit lens (from the goldens of tests/fixtures/golden).
 
+mod common;
+
+use common::{fails, fixtures, model, ok, scratch};
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use gpt2_tokenizer::Tokenizer;
@@ -12,48 +15,6 @@ use serde_json::Value;
 
 /// The text of the gpt2-vocab goldens (12 tokens).
 const GOLDEN_TEXT: &str = "Hello world, this is GPT-2 in Rust.";
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn model(name: &str) -> String {
-    fixtures().join("models").join(name).display().to_string()
-}
-
-fn gpt2(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt2"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("run gpt2")
-}
-
-fn ok(args: &[&str]) {
-    let out = gpt2(args);
-    assert!(
-        out.status.success(),
-        "gpt2 {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = gpt2(args);
-    assert!(!out.status.success(), "gpt2 {args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(err.starts_with("error: "), "plain error, got {err:?}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-/// A fresh directory per test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gpt2-pictures-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
