@@ -201,23 +201,28 @@ pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize) -> QuantizedRows {
     QuantizedRows { q, d, groups }
 }
 
+/// Quantized input row `r` against weight row `j`, one element at a time.
+fn dot_reference(xq: &QuantizedRows, r: usize, w: &QMatrix, j: usize) -> f32 {
+    let gb = w.kind.group_bytes();
+    let mut wq = [0i8; GROUP];
+    let mut s = 0f32;
+    for g in 0..xq.groups {
+        let at = (j * xq.groups + g) * gb;
+        w.kind.unpack(&w.data[at..at + gb], &mut wq);
+        let qx = &xq.q[(r * xq.groups + g) * GROUP..][..GROUP];
+        let dot: i32 = qx.iter().zip(&wq).map(|(&a, &b)| a as i32 * b as i32).sum();
+        s += xq.d[r * xq.groups + g] * w.scales[j * xq.groups + g].to_f32() * dot as f32;
+    }
+    s
+}
+
 /// `y = x @ w^T (+ bias)` with x's rows quantized as the fast kernels quantize them, one
 /// element at a time: the reference the kernels are tested against.
 pub fn qlinear_reference(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
     let xq = quantize_rows(x, m, w.k);
-    let mut wq = [0i8; GROUP];
-    let gb = w.kind.group_bytes();
     for r in 0..m {
         for j in 0..w.n {
-            let mut s = 0f32;
-            for g in 0..xq.groups {
-                let at = (j * xq.groups + g) * gb;
-                w.kind.unpack(&w.data[at..at + gb], &mut wq);
-                let qx = &xq.q[(r * xq.groups + g) * GROUP..][..GROUP];
-                let dot: i32 = qx.iter().zip(&wq).map(|(&a, &b)| a as i32 * b as i32).sum();
-                s += xq.d[r * xq.groups + g] * w.scales[j * xq.groups + g].to_f32() * dot as f32;
-            }
-            y[r * w.n + j] = s + bias.map_or(0.0, |b| b[j]);
+            y[r * w.n + j] = dot_reference(&xq, r, w, j) + bias.map_or(0.0, |b| b[j]);
         }
     }
 }
@@ -239,7 +244,7 @@ pub fn qlinear_into(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: &
     });
 }
 
-/// The scalar kernel for CPUs without AVX2 (the reference's arithmetic, per task).
+/// The scalar kernel for CPUs without AVX2: the reference's arithmetic, per task.
 fn portable_block(
     xq: &QuantizedRows,
     m: usize,
@@ -249,19 +254,9 @@ fn portable_block(
     out: &mut [f32],
     stride: usize,
 ) {
-    let gb = w.kind.group_bytes();
-    let mut wq = [0i8; GROUP];
     for j in j0..j0 + nb {
         for r in 0..m {
-            let mut s = 0f32;
-            for g in 0..xq.groups {
-                let at = (j * xq.groups + g) * gb;
-                w.kind.unpack(&w.data[at..at + gb], &mut wq);
-                let qx = &xq.q[(r * xq.groups + g) * GROUP..][..GROUP];
-                let dot: i32 = qx.iter().zip(&wq).map(|(&a, &b)| a as i32 * b as i32).sum();
-                s += xq.d[r * xq.groups + g] * w.scales[j * xq.groups + g].to_f32() * dot as f32;
-            }
-            out[(j - j0) * stride + r] = s;
+            out[(j - j0) * stride + r] = dot_reference(xq, r, w, j);
         }
     }
 }
