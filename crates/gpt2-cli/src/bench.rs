@@ -236,8 +236,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             bail!("prefill length {n} must be in 1..={}", cfg.n_positions);
         }
     }
-    let weight_bytes =
-        (p.model.num_parameters() * p.model.transformer.dtype().size_in_bytes()) as f64;
+    let weight_bytes = p.model.transformer.weight_bytes() as f64;
     let bandwidth_before = matvec::read_bandwidth(512 << 20);
     let mut torch = match args.python {
         Some(python) => Some(Torch::start(python, &p.dir)?),

@@ -592,7 +592,7 @@ fn inspect(model: &str, dtype: DType) -> Result<()> {
     let mut out = stdout.lock();
     writeln!(out, "{}", module_tree(m))?;
     writeln!(out)?;
-    let state = m.state_dict();
+    let state = m.state_dict()?;
     let width = state.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     for (name, t) in &state {
         writeln!(out, "{name:width$}  {:?}", t.dims())?;

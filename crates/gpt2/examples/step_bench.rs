@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use gpt2::model::{matvec, Cache, ForwardArgs};
+use gpt2::model::{Cache, ForwardArgs, WeightFormat};
 use gpt2::{LoadOptions, Pretrained};
 
 fn main() -> gpt2::Result<()> {
@@ -13,7 +13,9 @@ fn main() -> gpt2::Result<()> {
         .build_global()
         .expect("thread pool");
     let dir = std::env::args().nth(1).expect("a model directory");
-    let p = Pretrained::load(&dir, &LoadOptions::default())?;
+    let format = WeightFormat::from_name(&std::env::args().nth(2).unwrap_or("f32".into()))?;
+    let opts = LoadOptions::for_format(format);
+    let p = Pretrained::load(&dir, &opts)?;
     let m = &p.model;
     let dev = Device::Cpu;
     for _ in 0..3 {
@@ -40,15 +42,15 @@ fn main() -> gpt2::Result<()> {
             for b in &m.transformer.h {
                 for c in [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj] {
                     let w = c.weight_out_in();
-                    let (n, k) = w.dims2()?;
+                    let (_, k) = w.dims();
                     let x = Tensor::zeros((1, k), DType::F32, &dev)?;
-                    matvec::linear(&x, w, Some(&c.bias))?;
-                    bytes += n * k * 4;
+                    w.linear(&x, Some(&c.bias))?;
+                    bytes += w.bytes();
                 }
             }
             let x = Tensor::zeros((1, m.config().n_embd), DType::F32, &dev)?;
-            matvec::linear(&x, &m.lm_head, None)?;
-            bytes += m.lm_head.elem_count() * 4;
+            m.lm_head.linear(&x, None)?;
+            bytes += m.lm_head.bytes();
         }
         let kern = t0.elapsed().as_secs_f64() / steps as f64;
         println!(

@@ -11,12 +11,17 @@ use gpt2_tokenizer::Tokenizer;
 
 use crate::config::{Config, GenerationConfigFile};
 use crate::error::{Error, Result};
+use crate::model::quant::QuantKind;
+use crate::model::WeightFormat;
 use crate::model::{FromWeights, Gpt2LmHeadModel};
 use crate::weights::{resolve_model_dir, ResolveOptions, Weights};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
+    /// The big matrices' float format (f32, f16 or bf16); activations are f32 regardless.
     pub dtype: DType,
+    /// Quantize the big matrices instead (8-bit or 4-bit, groups of 32).
+    pub quantize: Option<QuantKind>,
     pub resolve: ResolveOptions,
 }
 
@@ -24,8 +29,25 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             dtype: DType::F32,
+            quantize: None,
             resolve: ResolveOptions::default(),
         }
+    }
+}
+
+impl LoadOptions {
+    /// Options that load the big matrices in `format`.
+    pub fn for_format(format: WeightFormat) -> LoadOptions {
+        LoadOptions {
+            dtype: format.load_dtype(),
+            quantize: format.quant_kind(),
+            ..LoadOptions::default()
+        }
+    }
+
+    /// The format the big matrices are loaded in.
+    pub fn format(&self) -> Result<WeightFormat> {
+        WeightFormat::from_load(self.dtype, self.quantize)
     }
 }
 
@@ -60,7 +82,7 @@ impl<M: FromWeights> Pretrained<M> {
             None
         };
         let weights = Weights::from_dir(&dir)?;
-        let model = M::from_weights(&weights, &config, opts.dtype, &Device::Cpu)?;
+        let model = M::from_weights(&weights, &config, opts.format()?, &Device::Cpu)?;
         drop(weights);
         Ok(Pretrained {
             dir,

@@ -6,17 +6,21 @@ mod common;
 
 use std::fs;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{Device, IndexOp, Tensor};
 use common::{model_dir, scaled_error};
-use gpt2::model::{position_ids_from_mask, Cache, ForwardArgs, Gpt2LmHeadModel};
+use gpt2::model::{position_ids_from_mask, Cache, ForwardArgs, Gpt2LmHeadModel, WeightFormat};
 use gpt2::weights::Weights;
 use gpt2::Config;
 
 fn load(name: &str) -> Gpt2LmHeadModel {
+    load_as(name, WeightFormat::F32)
+}
+
+fn load_as(name: &str, format: WeightFormat) -> Gpt2LmHeadModel {
     let dir = model_dir(name);
     let config = Config::from_file(dir.join("config.json")).unwrap();
     let weights = Weights::from_dir(&dir).unwrap();
-    Gpt2LmHeadModel::load(&weights, &config, DType::F32, &Device::Cpu).unwrap()
+    Gpt2LmHeadModel::load(&weights, &config, format, &Device::Cpu).unwrap()
 }
 
 fn fixture_models() -> Vec<String> {
@@ -36,6 +40,13 @@ fn ids(rows: &[Vec<u32>]) -> Tensor {
 /// Prefill left-padded prompts, then decode `steps` tokens twice per step, fused and op by op,
 /// on two copies of one cache; every step's logits and hidden states must agree.
 fn compare(model: &Gpt2LmHeadModel, prompt_lens: &[usize], steps: usize) {
+    // Quantized products round their inputs to 8 bits: a difference in the last bit of an
+    // input (the two paths sum in different orders) can move it by a step, which these random
+    // models amplify to ~1e-2 of the logits' scale. A misplaced matrix is off by the whole scale.
+    let tol = match model.transformer.format().quant_kind() {
+        Some(_) => 0.1,
+        None => 1e-5,
+    };
     let cfg = model.config();
     let (b, t) = (prompt_lens.len(), *prompt_lens.iter().max().unwrap());
     let mut rows = Vec::new();
@@ -86,7 +97,7 @@ fn compare(model: &Gpt2LmHeadModel, prompt_lens: &[usize], steps: usize) {
             fused.logits.as_ref().unwrap(),
             reference.logits.as_ref().unwrap(),
         );
-        assert!(err < 1e-5, "logits, {what}: {err:e}");
+        assert!(err < tol, "logits, {what}: {err:e}");
         let (hf, hr) = (
             fused.hidden_states.as_ref().unwrap(),
             reference.hidden_states.as_ref().unwrap(),
@@ -94,14 +105,14 @@ fn compare(model: &Gpt2LmHeadModel, prompt_lens: &[usize], steps: usize) {
         assert_eq!(hf.len(), hr.len());
         for (i, (f, r)) in hf.iter().zip(hr).enumerate() {
             let err = scaled_error(f, r);
-            assert!(err < 1e-5, "hidden state {i}, {what}: {err:e}");
+            assert!(err < tol, "hidden state {i}, {what}: {err:e}");
         }
     }
     assert_eq!(fused_cache.seq_len(), reference_cache.seq_len());
     for layer in 0..cfg.n_layer {
         let (kf, vf) = fused_cache.layer(layer).unwrap();
         let (kr, vr) = reference_cache.layer(layer).unwrap();
-        assert!(scaled_error(&kf, &kr) < 1e-5 && scaled_error(&vf, &vr) < 1e-5);
+        assert!(scaled_error(&kf, &kr) < tol && scaled_error(&vf, &vr) < tol);
     }
 }
 
@@ -111,6 +122,15 @@ fn fused_step_matches_op_by_op_on_every_fixture() {
         let model = load(&name);
         compare(&model, &[5, 2, 4], 4);
         compare(&model, &[3], 3);
+    }
+}
+
+#[test]
+fn fused_step_matches_op_by_op_in_every_weight_format() {
+    for format in WeightFormat::ALL {
+        for name in ["tiny", "odd-heads-untied", "gelu-inner"] {
+            compare(&load_as(name, format), &[5, 2, 4], 3);
+        }
     }
 }
 

@@ -240,7 +240,7 @@ fn sequence_classification_details_match_transformers() {
     let embeds = m
         .transformer
         .wte
-        .index_select(&ids.flatten_all().unwrap(), 0)
+        .rows(&ids.flatten_all().unwrap())
         .unwrap()
         .reshape((ids.dims()[0], ids.dims()[1], ()))
         .unwrap();

@@ -33,7 +33,7 @@ fn inputs_embeds_equal_input_ids() {
     let embeds = model
         .transformer
         .wte
-        .index_select(&ids.flatten_all().unwrap().to_dtype(DType::U32).unwrap(), 0)
+        .rows(&ids.flatten_all().unwrap().to_dtype(DType::U32).unwrap())
         .unwrap()
         .unsqueeze(0)
         .unwrap();

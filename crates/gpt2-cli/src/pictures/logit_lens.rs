@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use candle_core::{DType, IndexOp, Tensor};
 use clap::Args;
-use gpt2::model::{matvec, ForwardArgs, Gpt2LmHeadModel};
+use gpt2::model::{ForwardArgs, Gpt2LmHeadModel};
 use gpt2::Pretrained;
 use gpt2_tokenizer::Tokenizer;
 use serde_json::json;
@@ -131,10 +131,7 @@ fn prob(q: f32) -> String {
 
 /// The lm_head as the model's own forward applies it (same kernel, same rounding).
 fn lm_head(m: &Gpt2LmHeadModel, x: &Tensor) -> Result<Tensor> {
-    Ok(match matvec::linear(x, &m.lm_head, None)? {
-        Some(y) => y,
-        None => x.matmul(&m.lm_head.t()?)?,
-    })
+    Ok(m.lm_head.linear(x, None)?)
 }
 
 fn draw(name: &str, input: &Input, lens: &Lens, tok: &Tokenizer, next_prob: bool) -> Scene {

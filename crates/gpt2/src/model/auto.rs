@@ -25,10 +25,11 @@
 
 use std::fmt;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 use super::cache::Cache;
 use super::heads::missing_head;
+use super::WeightFormat;
 use super::{
     ForwardArgs, Gpt2DoubleHeadsModel, Gpt2ForQuestionAnswering, Gpt2ForSequenceClassification,
     Gpt2ForTokenClassification, Gpt2LmHeadModel, Gpt2Model, ModelOutput,
@@ -107,17 +108,32 @@ impl fmt::Display for Architecture {
 /// A model class that can be built from a checkpoint: what [`crate::Pretrained::from_pretrained`]
 /// loads. A head the checkpoint does not have is [`Error::MissingHead`].
 pub trait FromWeights: Sized {
-    fn from_weights(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self>;
+    fn from_weights(
+        w: &Weights,
+        cfg: &Config,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self>;
 }
 
 impl FromWeights for Gpt2Model {
-    fn from_weights(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
-        Gpt2Model::load(w, cfg, dtype, device)
+    fn from_weights(
+        w: &Weights,
+        cfg: &Config,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self> {
+        Gpt2Model::load(w, cfg, format, device)
     }
 }
 
 impl FromWeights for Gpt2LmHeadModel {
-    fn from_weights(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
+    fn from_weights(
+        w: &Weights,
+        cfg: &Config,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self> {
         if !cfg.tie_word_embeddings && !w.contains("lm_head.weight") {
             return Err(missing_head(
                 w,
@@ -126,15 +142,15 @@ impl FromWeights for Gpt2LmHeadModel {
                 "lm_head.weight",
             ));
         }
-        Gpt2LmHeadModel::load(w, cfg, dtype, device)
+        Gpt2LmHeadModel::load(w, cfg, format, device)
     }
 }
 
 macro_rules! from_weights_by_load {
     ($($t:ty),*) => {$(
         impl FromWeights for $t {
-            fn from_weights(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
-                <$t>::load(w, cfg, dtype, device)
+            fn from_weights(w: &Weights, cfg: &Config, format: WeightFormat, device: &Device) -> Result<Self> {
+                <$t>::load(w, cfg, format, device)
             }
         }
     )*};
@@ -159,8 +175,13 @@ pub enum AutoModel {
 
 impl AutoModel {
     /// The class config.json names ([`Architecture::from_config`]).
-    pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<AutoModel> {
-        AutoModel::load_as(Architecture::from_config(cfg)?, w, cfg, dtype, device)
+    pub fn load(
+        w: &Weights,
+        cfg: &Config,
+        format: impl Into<WeightFormat>,
+        device: &Device,
+    ) -> Result<AutoModel> {
+        AutoModel::load_as(Architecture::from_config(cfg)?, w, cfg, format, device)
     }
 
     /// A class of the caller's choosing (a checkpoint without that head is an error).
@@ -168,10 +189,10 @@ impl AutoModel {
         arch: Architecture,
         w: &Weights,
         cfg: &Config,
-        dtype: DType,
+        format: impl Into<WeightFormat>,
         device: &Device,
     ) -> Result<AutoModel> {
-        let (w, c, dt, dev) = (w, cfg, dtype, device);
+        let (w, c, dt, dev) = (w, cfg, format.into(), device);
         Ok(match arch {
             Architecture::Base => AutoModel::Base(FromWeights::from_weights(w, c, dt, dev)?),
             Architecture::CausalLm => {
@@ -246,7 +267,12 @@ impl AutoModel {
 }
 
 impl FromWeights for AutoModel {
-    fn from_weights(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
-        AutoModel::load(w, cfg, dtype, device)
+    fn from_weights(
+        w: &Weights,
+        cfg: &Config,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self> {
+        AutoModel::load(w, cfg, format, device)
     }
 }

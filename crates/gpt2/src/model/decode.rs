@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::cache::Cache;
 use super::gpt2::{Block, LayerNorm};
-use super::matvec::{self, with_f32};
+use super::matvec::with_f32;
 use crate::error::{Error, Result};
 
 /// LayerNorm over the last dimension of `x` (rows of `n`), in two passes (mean, then the
@@ -59,14 +59,9 @@ fn not_f32() -> Error {
     Error::Input("the fused decode step needs contiguous f32 CPU tensors".into())
 }
 
-/// `y = x @ W + b` through a Conv1D's `[out, in]` weight.
+/// `y = x @ W + b` through a Conv1D's `[out, in]` weight, whatever its format.
 fn conv1d(c: &super::gpt2::Conv1D, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
-    let n = c.bias.dims1()?;
-    with_f32(c.weight_out_in(), |w| {
-        with_f32(&c.bias, |b| matvec::linear_into(x, m, w, n, Some(b), y))
-    })
-    .flatten()
-    .ok_or_else(not_f32)
+    with_f32(&c.bias, |b| c.weight_out_in().linear_into(x, m, Some(b), y)).ok_or_else(not_f32)?
 }
 
 impl Block {

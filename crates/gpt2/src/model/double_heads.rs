@@ -5,11 +5,12 @@ use candle_core::{DType, Device, Tensor};
 
 use super::auto::Architecture;
 use super::cache::Cache;
-use super::gpt2::{lm_logits, load_lm_head, Gpt2Model};
+use super::gpt2::{load_lm_head, Gpt2Model};
 use super::heads::run_transformer;
 use super::loss::{causal_lm_loss, cross_entropy, int_values};
 use super::summary::SequenceSummary;
 use super::{ForwardArgs, ModelOutput, IGNORE_INDEX};
+use super::{Weight, WeightFormat};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::weights::Weights;
@@ -17,13 +18,19 @@ use crate::weights::Weights;
 #[derive(Debug, Clone)]
 pub struct Gpt2DoubleHeadsModel {
     pub transformer: Gpt2Model,
-    pub lm_head: Tensor, // [vocab_size, n_embd]
+    pub lm_head: Weight, // [vocab_size, n_embd]
     pub tied: bool,
     pub multiple_choice_head: SequenceSummary,
 }
 
 impl Gpt2DoubleHeadsModel {
-    pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        cfg: &Config,
+        format: impl Into<WeightFormat>,
+        device: &Device,
+    ) -> Result<Self> {
+        let format = format.into();
         // transformers sets num_labels = 1 whatever config.json says: one score per choice.
         let multiple_choice_head = SequenceSummary::load(
             w,
@@ -31,11 +38,11 @@ impl Gpt2DoubleHeadsModel {
             Architecture::DoubleHeads,
             "multiple_choice_head",
             1,
-            dtype,
+            DType::F32,
             device,
         )?;
-        let transformer = Gpt2Model::load(w, cfg, dtype, device)?;
-        let (lm_head, tied) = load_lm_head(w, &transformer, dtype, device)?;
+        let transformer = Gpt2Model::load(w, cfg, format, device)?;
+        let (lm_head, tied) = load_lm_head(w, &transformer, device)?;
         Ok(Gpt2DoubleHeadsModel {
             transformer,
             lm_head,
@@ -94,7 +101,10 @@ impl Gpt2DoubleHeadsModel {
 
         let hidden = &base.last_hidden_state; // [N, T, E]
         let shaped = |last: &[usize]| -> Vec<usize> { lead.iter().chain(last).copied().collect() };
-        let logits = lm_logits(&hidden.reshape((n * t, e))?, &self.lm_head)?.reshape((n, t, ()))?;
+        let logits = self
+            .lm_head
+            .linear(&hidden.reshape((n * t, e))?, None)?
+            .reshape((n, t, ()))?;
         let loss = match &labels {
             Some(l) => Some(causal_lm_loss(&logits, l)?),
             None => None,

@@ -7,49 +7,47 @@ use rayon::prelude::*;
 
 use super::activation::Act;
 use super::cache::Cache;
+use super::weight::{Weight, WeightFormat};
 use super::{ForwardArgs, ModelOutput};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
 /// GPT-2's `Conv1D`: a linear layer that `transformers` stores `[in, out]` (transposed relative
-/// to `nn.Linear`). Kept here as `[out, in]`, transposed once at load: every output is then a
-/// dot product of one contiguous weight row, which is how the decode kernels stream weights
-/// (matvec.rs); [`Conv1D::weight`] is the `[in, out]` view `transformers` shows.
+/// to `nn.Linear`). Kept here as `[out, in]`, transposed once at load, in the weight format
+/// chosen then: every output is a dot product of one contiguous weight row, which is how the
+/// decode kernels stream weights (matvec.rs, quant.rs); [`Conv1D::weight`] is the `[in, out]`
+/// f32 matrix `transformers` shows.
 #[derive(Debug, Clone)]
 pub struct Conv1D {
-    weight_t: Tensor, // [nf, nx]
-    pub bias: Tensor, // [nf]
+    weight_t: Weight, // [nf, nx]
+    pub bias: Tensor, // [nf], f32
 }
 
 impl Conv1D {
     /// `weight_t` is the `[nf, nx]` weight (from `Weights::get_many`, transposed).
-    fn load(w: &Weights, prefix: &str, weight_t: Tensor, dt: DType, dev: &Device) -> Result<Self> {
-        let nf = weight_t.dims()[0];
+    fn load(w: &Weights, prefix: &str, weight_t: Weight, dev: &Device) -> Result<Self> {
+        let nf = weight_t.dims().0;
         Ok(Conv1D {
             weight_t,
-            bias: w.get(&format!("{prefix}.bias"), &[nf], dt, dev)?,
+            bias: w.get(&format!("{prefix}.bias"), &[nf], DType::F32, dev)?,
         })
     }
 
-    /// The weight as `transformers` has it: `[nx, nf]` (a view).
-    pub fn weight(&self) -> Tensor {
-        self.weight_t.t().expect("a 2-d tensor")
+    /// The weight as `transformers` has it: `[nx, nf]`, f32 (a view when stored as f32).
+    pub fn weight(&self) -> Result<Tensor> {
+        Ok(self.weight_t.to_f32()?.t()?)
     }
 
-    /// The weight as kept: `[nf, nx]`, contiguous.
-    pub fn weight_out_in(&self) -> &Tensor {
+    /// The weight as kept: `[nf, nx]`, in the load's format.
+    pub fn weight_out_in(&self) -> &Weight {
         &self.weight_t
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, nx) = x.dims3()?;
         let x = x.reshape((b * t, nx))?;
-        // Decoding: a few rows stream the weights once (matvec.rs); else a blocked matmul.
-        if let Some(y) = super::matvec::linear(&x, &self.weight_t, Some(&self.bias))? {
-            return Ok(y.reshape((b, t, ()))?);
-        }
-        let y = x.matmul(&self.weight_t.t()?)?.broadcast_add(&self.bias)?;
+        let y = self.weight_t.linear(&x, Some(&self.bias))?;
         Ok(y.reshape((b, t, ()))?)
     }
 }
@@ -62,17 +60,10 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn load(
-        w: &Weights,
-        prefix: &str,
-        n: usize,
-        eps: f64,
-        dt: DType,
-        dev: &Device,
-    ) -> Result<Self> {
+    fn load(w: &Weights, prefix: &str, n: usize, eps: f64, dev: &Device) -> Result<Self> {
         Ok(LayerNorm {
-            weight: w.get(&format!("{prefix}.weight"), &[n], dt, dev)?,
-            bias: w.get(&format!("{prefix}.bias"), &[n], dt, dev)?,
+            weight: w.get(&format!("{prefix}.weight"), &[n], DType::F32, dev)?,
+            bias: w.get(&format!("{prefix}.bias"), &[n], DType::F32, dev)?,
             eps,
         })
     }
@@ -120,10 +111,9 @@ impl Attention {
     fn load(
         w: &Weights,
         prefix: &str,
-        [c_attn, c_proj]: [Tensor; 2],
+        [c_attn, c_proj]: [Weight; 2],
         cfg: &Config,
         layer_idx: usize,
-        dt: DType,
         dev: &Device,
     ) -> Result<Self> {
         let mut scaling = 1.0f64;
@@ -134,8 +124,8 @@ impl Attention {
             scaling /= (layer_idx + 1) as f64;
         }
         Ok(Attention {
-            c_attn: Conv1D::load(w, &format!("{prefix}.c_attn"), c_attn, dt, dev)?,
-            c_proj: Conv1D::load(w, &format!("{prefix}.c_proj"), c_proj, dt, dev)?,
+            c_attn: Conv1D::load(w, &format!("{prefix}.c_attn"), c_attn, dev)?,
+            c_proj: Conv1D::load(w, &format!("{prefix}.c_proj"), c_proj, dev)?,
             n_head: cfg.n_head,
             head_dim: cfg.head_dim(),
             scaling,
@@ -201,14 +191,13 @@ impl Mlp {
     fn load(
         w: &Weights,
         prefix: &str,
-        [c_fc, c_proj]: [Tensor; 2],
+        [c_fc, c_proj]: [Weight; 2],
         cfg: &Config,
-        dt: DType,
         dev: &Device,
     ) -> Result<Self> {
         Ok(Mlp {
-            c_fc: Conv1D::load(w, &format!("{prefix}.c_fc"), c_fc, dt, dev)?,
-            c_proj: Conv1D::load(w, &format!("{prefix}.c_proj"), c_proj, dt, dev)?,
+            c_fc: Conv1D::load(w, &format!("{prefix}.c_fc"), c_fc, dev)?,
+            c_proj: Conv1D::load(w, &format!("{prefix}.c_proj"), c_proj, dev)?,
             act: Act::load(w, &format!("{prefix}.act"), cfg)?,
             resid_pdrop: cfg.resid_pdrop,
         })
@@ -229,11 +218,18 @@ pub struct Block {
 }
 
 impl Block {
-    fn load(w: &Weights, i: usize, cfg: &Config, dt: DType, dev: &Device) -> Result<Self> {
+    fn load(
+        w: &Weights,
+        i: usize,
+        cfg: &Config,
+        format: WeightFormat,
+        dev: &Device,
+    ) -> Result<Self> {
         let p = format!("h.{i}");
         let (e, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
-        let ln_1 = LayerNorm::load(w, &format!("{p}.ln_1"), e, eps, dt, dev)?;
-        // The four matrices in one allocation, each kept [out, in] (see Conv1D).
+        let ln_1 = LayerNorm::load(w, &format!("{p}.ln_1"), e, eps, dev)?;
+        // The four matrices in one allocation, each kept [out, in] (see Conv1D); quantized
+        // formats quantize them from f32.
         let inner = cfg.inner_dim();
         let names = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
             .map(|m| format!("{p}.{m}.weight"));
@@ -243,23 +239,19 @@ impl Block {
             .zip(&shapes)
             .map(|(n, s)| (n.as_str(), &s[..], true))
             .collect();
-        let [c_attn, attn_proj, c_fc, mlp_proj]: [Tensor; 4] = w
-            .get_many(&specs, dt, dev)?
-            .try_into()
-            .expect("four tensors asked for");
+        let loaded = w.get_many(&specs, format.load_dtype(), dev)?;
+        let mut weights = loaded
+            .into_iter()
+            .map(|t| Weight::from_tensor(t, format))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter();
+        let mut next = || weights.next().expect("four tensors asked for");
+        let (c_attn, attn_proj, c_fc, mlp_proj) = (next(), next(), next(), next());
         Ok(Block {
             ln_1,
-            attn: Attention::load(
-                w,
-                &format!("{p}.attn"),
-                [c_attn, attn_proj],
-                cfg,
-                i,
-                dt,
-                dev,
-            )?,
-            ln_2: LayerNorm::load(w, &format!("{p}.ln_2"), e, eps, dt, dev)?,
-            mlp: Mlp::load(w, &format!("{p}.mlp"), [c_fc, mlp_proj], cfg, dt, dev)?,
+            attn: Attention::load(w, &format!("{p}.attn"), [c_attn, attn_proj], cfg, i, dev)?,
+            ln_2: LayerNorm::load(w, &format!("{p}.ln_2"), e, eps, dev)?,
+            mlp: Mlp::load(w, &format!("{p}.mlp"), [c_fc, mlp_proj], cfg, dev)?,
         })
     }
 
@@ -283,12 +275,12 @@ impl Block {
 /// The bare transformer: embeddings, blocks, final layer norm.
 #[derive(Debug, Clone)]
 pub struct Gpt2Model {
-    pub wte: Tensor, // [vocab_size, n_embd]
-    pub wpe: Tensor, // [n_positions, n_embd]
+    pub wte: Weight, // [vocab_size, n_embd], in the load's format (the tied lm_head reads it)
+    pub wpe: Tensor, // [n_positions, n_embd], f32
     pub h: Vec<Block>,
     pub ln_f: LayerNorm,
     pub config: Config,
-    dtype: DType,
+    format: WeightFormat,
     device: Device,
 }
 
@@ -300,17 +292,26 @@ pub(crate) struct BaseOutput {
 }
 
 impl Gpt2Model {
-    pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
+    /// The weights of `w` with the big matrices in `format` (a DType means that float format;
+    /// activations are f32 whatever it is).
+    pub fn load(
+        w: &Weights,
+        cfg: &Config,
+        format: impl Into<WeightFormat>,
+        device: &Device,
+    ) -> Result<Self> {
+        let format = format.into();
         check_weights_match_config(w, cfg)?;
-        let (e, dt, dev) = (cfg.n_embd, dtype, device);
+        let (e, dev) = (cfg.n_embd, device);
         // state_dict order, so the first mismatch reported is the first a reader would check.
-        let wte = w.get("wte.weight", &[cfg.vocab_size, e], dt, dev)?;
-        let wpe = w.get("wpe.weight", &[cfg.n_positions, e], dt, dev)?;
+        let wte = w.get("wte.weight", &[cfg.vocab_size, e], format.load_dtype(), dev)?;
+        let wte = Weight::from_tensor(wte, format)?;
+        let wpe = w.get("wpe.weight", &[cfg.n_positions, e], DType::F32, dev)?;
         // Copying out of the map is most of load time; layers are independent, so use every
         // core, then report the lowest layer's error (deterministically).
         let h = (0..cfg.n_layer)
             .into_par_iter()
-            .map(|i| Block::load(w, i, cfg, dt, dev))
+            .map(|i| Block::load(w, i, cfg, format, dev))
             .collect::<Vec<_>>()
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
@@ -318,15 +319,31 @@ impl Gpt2Model {
             wte,
             wpe,
             h,
-            ln_f: LayerNorm::load(w, "ln_f", e, cfg.layer_norm_epsilon, dt, dev)?,
+            ln_f: LayerNorm::load(w, "ln_f", e, cfg.layer_norm_epsilon, dev)?,
             config: cfg.clone(),
-            dtype,
+            format,
             device: device.clone(),
         })
     }
 
-    pub fn dtype(&self) -> DType {
-        self.dtype
+    /// The format the big matrices are stored in.
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+
+    /// Bytes of the big matrices and their biases: what a decoding step reads at least once.
+    pub fn weight_bytes(&self) -> usize {
+        let blocks: usize = self
+            .h
+            .iter()
+            .map(|b| {
+                [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj]
+                    .iter()
+                    .map(|c| c.weight_t.bytes() + c.bias.elem_count() * 4)
+                    .sum::<usize>()
+            })
+            .sum();
+        blocks + self.wte.bytes()
     }
 
     pub fn device(&self) -> &Device {
@@ -375,7 +392,7 @@ impl Gpt2Model {
                         cfg.n_embd
                     )));
                 }
-                e.to_dtype(self.dtype)?
+                e.to_dtype(DType::F32)?
             }
         };
         let (b, t, _) = inputs_embeds.dims3()?;
@@ -438,7 +455,6 @@ impl Gpt2Model {
             && !args.op_by_op
             && !args.output_attentions
             && !args.train
-            && self.dtype == DType::F32
             && self.device.is_cpu();
         if let (true, Some(cache)) = (fused, cache.as_deref_mut()) {
             let e = cfg.n_embd;
@@ -504,10 +520,7 @@ impl Gpt2Model {
             )));
         }
         let flat = Tensor::from_vec(rows.concat(), (b * t,), &self.device)?;
-        Ok(self
-            .wte
-            .index_select(&flat, 0)?
-            .reshape((b, t, self.config.n_embd))?)
+        Ok(self.wte.rows(&flat)?.reshape((b, t, self.config.n_embd))?)
     }
 }
 
@@ -516,14 +529,19 @@ impl Gpt2Model {
 #[derive(Debug, Clone)]
 pub struct Gpt2LmHeadModel {
     pub transformer: Gpt2Model,
-    pub lm_head: Tensor, // [vocab_size, n_embd]
+    pub lm_head: Weight, // [vocab_size, n_embd]
     pub tied: bool,
 }
 
 impl Gpt2LmHeadModel {
-    pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
-        let transformer = Gpt2Model::load(w, cfg, dtype, device)?;
-        let (lm_head, tied) = load_lm_head(w, &transformer, dtype, device)?;
+    pub fn load(
+        w: &Weights,
+        cfg: &Config,
+        format: impl Into<WeightFormat>,
+        device: &Device,
+    ) -> Result<Self> {
+        let transformer = Gpt2Model::load(w, cfg, format, device)?;
+        let (lm_head, tied) = load_lm_head(w, &transformer, device)?;
         Ok(Gpt2LmHeadModel {
             transformer,
             lm_head,
@@ -556,7 +574,7 @@ impl Gpt2LmHeadModel {
             args.logits_to_keep.min(t)
         };
         let h = hidden.narrow(1, t - keep, keep)?.reshape((b * keep, e))?;
-        let logits = lm_logits(&h, &self.lm_head)?.reshape((b, keep, ()))?;
+        let logits = self.lm_head.linear(&h, None)?.reshape((b, keep, ()))?;
         let loss = match args.labels {
             Some(labels) => Some(super::loss::causal_lm_loss(&logits, labels)?),
             None => None,
@@ -570,25 +588,26 @@ impl Gpt2LmHeadModel {
 
     /// The state_dict: every tensor with its `transformers` name, in state_dict order
     /// (`lm_head.weight` included even when tied, as PyTorch lists it).
-    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+    /// Quantized and half-precision matrices are given as the f32 values they stand for.
+    pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
         let m = &self.transformer;
-        out.push(("transformer.wte.weight".into(), m.wte.clone()));
+        out.push(("transformer.wte.weight".into(), m.wte.to_f32()?));
         out.push(("transformer.wpe.weight".into(), m.wpe.clone()));
         for (i, blk) in m.h.iter().enumerate() {
             let p = format!("transformer.h.{i}");
             let mut push = |name: &str, t: &Tensor| out.push((format!("{p}.{name}"), t.clone()));
             push("ln_1.weight", &blk.ln_1.weight);
             push("ln_1.bias", &blk.ln_1.bias);
-            push("attn.c_attn.weight", &blk.attn.c_attn.weight());
+            push("attn.c_attn.weight", &blk.attn.c_attn.weight()?);
             push("attn.c_attn.bias", &blk.attn.c_attn.bias);
-            push("attn.c_proj.weight", &blk.attn.c_proj.weight());
+            push("attn.c_proj.weight", &blk.attn.c_proj.weight()?);
             push("attn.c_proj.bias", &blk.attn.c_proj.bias);
             push("ln_2.weight", &blk.ln_2.weight);
             push("ln_2.bias", &blk.ln_2.bias);
-            push("mlp.c_fc.weight", &blk.mlp.c_fc.weight());
+            push("mlp.c_fc.weight", &blk.mlp.c_fc.weight()?);
             push("mlp.c_fc.bias", &blk.mlp.c_fc.bias);
-            push("mlp.c_proj.weight", &blk.mlp.c_proj.weight());
+            push("mlp.c_proj.weight", &blk.mlp.c_proj.weight()?);
             push("mlp.c_proj.bias", &blk.mlp.c_proj.bias);
             for p in blk.mlp.act.parameters() {
                 let t = if p.learned {
@@ -604,8 +623,8 @@ impl Gpt2LmHeadModel {
         }
         out.push(("transformer.ln_f.weight".into(), m.ln_f.weight.clone()));
         out.push(("transformer.ln_f.bias".into(), m.ln_f.bias.clone()));
-        out.push(("lm_head.weight".into(), self.lm_head.clone()));
-        out
+        out.push(("lm_head.weight".into(), self.lm_head.to_f32()?));
+        Ok(out)
     }
 
     /// The number of parameters as `model.num_parameters()` counts them: a tied lm_head once,
@@ -617,7 +636,22 @@ impl Gpt2LmHeadModel {
             .iter()
             .map(|b| b.mlp.act.parameters().iter().filter(|p| !p.learned).count())
             .sum();
-        let all: usize = self.state_dict().iter().map(|(_, t)| t.elem_count()).sum();
+        let m = &self.transformer;
+        let small = m.wpe.elem_count()
+            + 2 * m.ln_f.weight.elem_count()
+            + m.h
+                .iter()
+                .map(|b| {
+                    let convs = [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj];
+                    let mats: usize = convs
+                        .iter()
+                        .map(|c| c.weight_t.elem_count() + c.bias.elem_count())
+                        .sum();
+                    let lns = 2 * (b.ln_1.weight.elem_count() + b.ln_2.weight.elem_count());
+                    mats + lns + b.mlp.act.parameters().len()
+                })
+                .sum::<usize>();
+        let all = m.wte.elem_count() + small + self.lm_head.elem_count();
         let tied = if self.tied {
             self.lm_head.elem_count()
         } else {
@@ -628,28 +662,20 @@ impl Gpt2LmHeadModel {
 }
 
 /// `lm_head.weight` `[vocab_size, n_embd]`: `wte` when tied (the flag returned), else the
-/// checkpoint's own.
+/// checkpoint's own, in the transformer's format.
 pub(crate) fn load_lm_head(
     w: &Weights,
     transformer: &Gpt2Model,
-    dtype: DType,
     device: &Device,
-) -> Result<(Tensor, bool)> {
+) -> Result<(Weight, bool)> {
     let cfg = &transformer.config;
     if cfg.tie_word_embeddings {
         return Ok((transformer.wte.clone(), true));
     }
     let shape = [cfg.vocab_size, cfg.n_embd];
-    Ok((w.get("lm_head.weight", &shape, dtype, device)?, false))
-}
-
-/// `h` `[rows, n_embd]` through the lm_head: `[rows, vocab_size]`.
-pub(crate) fn lm_logits(h: &Tensor, lm_head: &Tensor) -> Result<Tensor> {
-    // Decoding: a few rows stream the weights once (matvec.rs); else a blocked matmul.
-    match super::matvec::linear(h, lm_head, None)? {
-        Some(l) => Ok(l),
-        None => Ok(h.matmul(&lm_head.t()?)?),
-    }
+    let format = transformer.format();
+    let t = w.get("lm_head.weight", &shape, format.load_dtype(), device)?;
+    Ok((Weight::from_tensor(t, format)?, false))
 }
 
 /// A config that does not describe the weights is an error, not a silently truncated model:

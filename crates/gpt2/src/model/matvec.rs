@@ -11,8 +11,6 @@
 use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::error::Result;
-
 /// Up to this many rows take the fast path; beyond it candle's blocked matmul wins (measured
 /// on gpt2 shapes: 16 rows 48 ms against 65, 32 rows 76 against 92, 64 rows about even).
 pub const MAX_ROWS: usize = 32;
@@ -405,34 +403,6 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> 
     Some(f(&all[start..start + t.elem_count()]))
 }
 
-/// `x @ w^T (+ bias)` for x `[m, k]` (m <= MAX_ROWS) and w `[n, k]`: a Conv1D kept as
-/// `[out, in]`, or the lm_head. None when the fast path does not apply (dtype, device, rows).
-pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
-    let (m, k) = x.dims2()?;
-    let (n, k2) = w.dims2()?;
-    if m > MAX_ROWS || k != k2 || k == 0 {
-        return Ok(None);
-    }
-    let x = x.contiguous()?;
-    let y = with_f32(&x, |xs| {
-        with_f32(w, |ws| {
-            let run = |b: Option<&[f32]>| {
-                let mut y = vec![0f32; m * n];
-                linear_into(xs, m, ws, n, b, &mut y);
-                y
-            };
-            match bias {
-                Some(b) => with_f32(b, |bs| run(Some(bs))),
-                None => Some(run(None)),
-            }
-        })
-    });
-    match y.flatten().flatten() {
-        Some(y) => Ok(Some(Tensor::from_vec(y, (m, n), x.device())?)),
-        None => Ok(None),
-    }
-}
-
 /// Bytes per second a plain read loop moves from memory on every core of the pool (best of a
 /// few passes over `bytes` of huge-page-backed memory): the roofline of a decode step, which
 /// must read every weight once.
@@ -467,7 +437,6 @@ pub fn read_bandwidth(bytes: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     fn random(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
@@ -528,27 +497,5 @@ mod tests {
         check::<f32>(|v| v, "f32");
         check::<half::f16>(half::f16::from_f32, "f16");
         check::<half::bf16>(half::bf16::from_f32, "bf16");
-    }
-
-    #[test]
-    fn tensor_wrapper_matches_candle_matmul() {
-        let dev = Device::Cpu;
-        for (m, k, n) in SHAPES {
-            let x = Tensor::from_vec(random(m * k, 4), (m, k), &dev).unwrap();
-            let w = Tensor::from_vec(random(n * k, 5), (n, k), &dev).unwrap();
-            let b = Tensor::from_vec(random(n, 6), n, &dev).unwrap();
-            let fast = linear(&x, &w, Some(&b)).unwrap().unwrap();
-            let reference = x
-                .matmul(&w.t().unwrap())
-                .unwrap()
-                .broadcast_add(&b)
-                .unwrap();
-            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert!(max_rel(&flat(&fast), &flat(&reference)) < 1e-5);
-        }
-        // Too many rows: the caller falls back to matmul.
-        let x = Tensor::zeros((MAX_ROWS + 1, 4), DType::F32, &dev).unwrap();
-        let w = Tensor::zeros((4, 4), DType::F32, &dev).unwrap();
-        assert!(linear(&x, &w, None).unwrap().is_none());
     }
 }

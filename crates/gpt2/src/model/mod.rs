@@ -23,6 +23,7 @@ mod repr;
 mod sequence_classification;
 mod summary;
 mod token_classification;
+mod weight;
 
 use candle_core::Tensor;
 
@@ -42,6 +43,7 @@ pub use repr::{module_tree, python_float};
 pub use sequence_classification::Gpt2ForSequenceClassification;
 pub use summary::{SequenceSummary, SummaryType};
 pub use token_classification::Gpt2ForTokenClassification;
+pub use weight::{Weight, WeightFormat};
 
 /// Run `f` on a worker of rayon's pool (at once when already on one). The parallel loops of a
 /// forward then fork and join inside the pool; called from outside it, each of the ~60 loops of

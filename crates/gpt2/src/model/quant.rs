@@ -68,7 +68,9 @@ impl QMatrix {
     pub fn quantize(kind: QuantKind, w: &[f32], n: usize, k: usize) -> QMatrix {
         assert_eq!(w.len(), n * k, "w must be [n, k]");
         let groups = k.div_ceil(GROUP);
-        let mut data = vec![0u8; n * groups * kind.group_bytes()];
+        // Streamed once per decoding step: on huge pages, as the float weights are.
+        let mut data = crate::weights::advised_vec::<u8>(n * groups * kind.group_bytes());
+        data.resize(n * groups * kind.group_bytes(), 0);
         let mut scales = vec![f16::ZERO; n * groups];
         let mut buf = [0f32; GROUP];
         for j in 0..n {

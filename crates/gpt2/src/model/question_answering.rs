@@ -8,6 +8,7 @@ use super::gpt2::Gpt2Model;
 use super::heads::run_transformer;
 use super::linear::Linear;
 use super::loss::{cross_entropy, int_values};
+use super::WeightFormat;
 use super::{ForwardArgs, ModelOutput};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -21,12 +22,17 @@ pub struct Gpt2ForQuestionAnswering {
 }
 
 impl Gpt2ForQuestionAnswering {
-    pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        cfg: &Config,
+        format: impl Into<WeightFormat>,
+        device: &Device,
+    ) -> Result<Self> {
         let arch = Architecture::QuestionAnswering;
         let shape = [2, cfg.n_embd];
-        let qa_outputs = Linear::load(w, cfg, arch, "qa_outputs", shape, true, dtype, device)?;
+        let qa_outputs = Linear::load(w, cfg, arch, "qa_outputs", shape, true, DType::F32, device)?;
         Ok(Gpt2ForQuestionAnswering {
-            transformer: Gpt2Model::load(w, cfg, dtype, device)?,
+            transformer: Gpt2Model::load(w, cfg, format, device)?,
             qa_outputs,
         })
     }

@@ -8,6 +8,7 @@ use super::gpt2::Gpt2Model;
 use super::heads::{pick_rows, run_transformer};
 use super::linear::Linear;
 use super::loss::{bce_with_logits_loss, cross_entropy, int_values, mse_loss};
+use super::WeightFormat;
 use super::{ForwardArgs, ModelOutput, ProblemType, IGNORE_INDEX};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -21,12 +22,17 @@ pub struct Gpt2ForSequenceClassification {
 }
 
 impl Gpt2ForSequenceClassification {
-    pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        cfg: &Config,
+        format: impl Into<WeightFormat>,
+        device: &Device,
+    ) -> Result<Self> {
         let arch = Architecture::SequenceClassification;
         let shape = [cfg.num_labels(), cfg.n_embd];
-        let score = Linear::load(w, cfg, arch, "score", shape, false, dtype, device)?;
+        let score = Linear::load(w, cfg, arch, "score", shape, false, DType::F32, device)?;
         Ok(Gpt2ForSequenceClassification {
-            transformer: Gpt2Model::load(w, cfg, dtype, device)?,
+            transformer: Gpt2Model::load(w, cfg, format, device)?,
             score,
         })
     }

@@ -8,6 +8,7 @@ use super::gpt2::{dropout, Gpt2Model};
 use super::heads::{extra_f64, run_transformer};
 use super::linear::Linear;
 use super::loss::{cross_entropy, int_values};
+use super::WeightFormat;
 use super::{ForwardArgs, ModelOutput, IGNORE_INDEX};
 use crate::config::Config;
 use crate::error::Result;
@@ -24,16 +25,21 @@ pub struct Gpt2ForTokenClassification {
 }
 
 impl Gpt2ForTokenClassification {
-    pub fn load(w: &Weights, cfg: &Config, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        cfg: &Config,
+        format: impl Into<WeightFormat>,
+        device: &Device,
+    ) -> Result<Self> {
         let arch = Architecture::TokenClassification;
         let shape = [cfg.num_labels(), cfg.n_embd];
-        let classifier = Linear::load(w, cfg, arch, "classifier", shape, true, dtype, device)?;
+        let classifier = Linear::load(w, cfg, arch, "classifier", shape, true, DType::F32, device)?;
         let dropout = match extra_f64(cfg, "classifier_dropout")? {
             Some(p) => p,
             None => extra_f64(cfg, "hidden_dropout")?.unwrap_or(0.1),
         };
         Ok(Gpt2ForTokenClassification {
-            transformer: Gpt2Model::load(w, cfg, dtype, device)?,
+            transformer: Gpt2Model::load(w, cfg, format, device)?,
             dropout,
             classifier,
         })

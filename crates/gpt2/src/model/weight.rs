@@ -1,0 +1,341 @@
+//! The big matrices (every Conv1D, `wte` and the lm_head) in the format chosen at load: f32,
+//! f16 or bf16 (widened to f32 as the kernels read them), or 8-bit / 4-bit group-wise quantized.
+//! Activations are f32 whatever the format; only the weights shrink, which is what decoding
+//! (bound by reading every weight once per token) needs.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Storage, Tensor};
+use half::{bf16, f16};
+
+use super::matvec::{self, with_f32, Element, MAX_ROWS};
+use super::quant::{qlinear_into, QMatrix, QuantKind};
+use crate::error::{Error, Result};
+
+/// How the big matrices are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WeightFormat {
+    F32,
+    F16,
+    BF16,
+    Q8,
+    Q4,
+}
+
+impl WeightFormat {
+    pub const ALL: [WeightFormat; 5] = [
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::BF16,
+        WeightFormat::Q8,
+        WeightFormat::Q4,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::F16 => "f16",
+            WeightFormat::BF16 => "bf16",
+            WeightFormat::Q8 => "q8",
+            WeightFormat::Q4 => "q4",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<WeightFormat> {
+        WeightFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "unknown weight format {name:?} (f32, f16, bf16, q8 or q4)"
+                ))
+            })
+    }
+
+    /// The format a load asks for: a float dtype, or a quantization (which wins).
+    pub fn from_load(dtype: DType, quantize: Option<QuantKind>) -> Result<WeightFormat> {
+        Ok(match (quantize, dtype) {
+            (Some(QuantKind::Q8), _) => WeightFormat::Q8,
+            (Some(QuantKind::Q4), _) => WeightFormat::Q4,
+            (None, DType::F32) => WeightFormat::F32,
+            (None, DType::F16) => WeightFormat::F16,
+            (None, DType::BF16) => WeightFormat::BF16,
+            (None, other) => {
+                return Err(Error::Input(format!(
+                    "weights can be f32, f16 or bf16 (or quantized), not {other:?}"
+                )))
+            }
+        })
+    }
+
+    /// The candle dtype float weights are loaded as (quantized ones are quantized from f32).
+    pub fn load_dtype(self) -> DType {
+        match self {
+            WeightFormat::F16 => DType::F16,
+            WeightFormat::BF16 => DType::BF16,
+            _ => DType::F32,
+        }
+    }
+
+    pub fn quant_kind(self) -> Option<QuantKind> {
+        match self {
+            WeightFormat::Q8 => Some(QuantKind::Q8),
+            WeightFormat::Q4 => Some(QuantKind::Q4),
+            _ => None,
+        }
+    }
+}
+
+/// A float dtype as a format (F16 and BF16 as themselves, anything else f32), so a load can
+/// be given a DType.
+impl From<DType> for WeightFormat {
+    fn from(d: DType) -> WeightFormat {
+        match d {
+            DType::F16 => WeightFormat::F16,
+            DType::BF16 => WeightFormat::BF16,
+            _ => WeightFormat::F32,
+        }
+    }
+}
+
+/// One `[out, in]` matrix. Cloning shares the storage (a tied lm_head is `wte` itself).
+#[derive(Debug, Clone)]
+pub enum Weight {
+    /// f32, f16 or bf16, contiguous `[n, k]`.
+    Float(Tensor),
+    Quant(Arc<QMatrix>),
+}
+
+/// A contiguous CPU tensor's elements of type T, borrowed.
+fn with_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Option<R> {
+    if t.dtype() != T::DTYPE || !t.is_contiguous() {
+        return None;
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return None;
+    };
+    let all = cpu.as_slice::<T>().ok()?;
+    let start = layout.start_offset();
+    Some(f(&all[start..start + t.elem_count()]))
+}
+
+impl Weight {
+    /// A float matrix `[n, k]` in `format` (quantizing when the format asks for it).
+    pub fn from_tensor(t: Tensor, format: WeightFormat) -> Result<Weight> {
+        let (n, k) = t.dims2()?;
+        Ok(match format.quant_kind() {
+            Some(kind) => {
+                let f = t.to_dtype(DType::F32)?.contiguous()?;
+                let q = with_f32(&f, |w| QMatrix::quantize(kind, w, n, k))
+                    .ok_or_else(|| Error::Input("weights must be on the CPU".into()))?;
+                Weight::Quant(Arc::new(q))
+            }
+            None => Weight::Float(t.to_dtype(format.load_dtype())?.contiguous()?),
+        })
+    }
+
+    pub fn format(&self) -> WeightFormat {
+        match self {
+            Weight::Float(t) => match t.dtype() {
+                DType::F16 => WeightFormat::F16,
+                DType::BF16 => WeightFormat::BF16,
+                _ => WeightFormat::F32,
+            },
+            Weight::Quant(q) => match q.kind {
+                QuantKind::Q8 => WeightFormat::Q8,
+                QuantKind::Q4 => WeightFormat::Q4,
+            },
+        }
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Weight::Float(t) => {
+                let d = t.dims();
+                (d[0], d[1])
+            }
+            Weight::Quant(q) => (q.n, q.k),
+        }
+    }
+
+    pub fn elem_count(&self) -> usize {
+        let (n, k) = self.dims();
+        n * k
+    }
+
+    /// Bytes read by a product: the whole matrix in its format.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Weight::Float(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Weight::Quant(q) => q.bytes(),
+        }
+    }
+
+    /// The matrix as f32 `[n, k]`: the values it stands for (a copy unless it is f32).
+    pub fn to_f32(&self) -> Result<Tensor> {
+        match self {
+            Weight::Float(t) => Ok(t.to_dtype(DType::F32)?),
+            Weight::Quant(q) => Ok(Tensor::from_vec(q.dequantize(), (q.n, q.k), &Device::Cpu)?),
+        }
+    }
+
+    /// Rows `ids` as f32 `[ids.len(), k]` (an embedding lookup).
+    pub fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Weight::Float(t) => Ok(t.index_select(ids, 0)?.to_dtype(DType::F32)?),
+            Weight::Quant(q) => {
+                let ids = ids.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+                let mut out = vec![0f32; ids.len() * q.k];
+                for (row, &id) in out.chunks_mut(q.k.max(1)).zip(&ids) {
+                    q.dequantize_row(id as usize, row);
+                }
+                Ok(Tensor::from_vec(out, (ids.len(), q.k), &Device::Cpu)?)
+            }
+        }
+    }
+
+    /// `y = x @ W^T (+ bias)` on slices: x `[m, k]`, y `[m, n]`, any m (the streaming kernels
+    /// read the matrix once per call).
+    pub fn linear_into(
+        &self,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> Result<()> {
+        let (n, _) = self.dims();
+        let done = match self {
+            Weight::Float(t) => {
+                fn go<W: Element + candle_core::WithDType>(
+                    t: &Tensor,
+                    x: &[f32],
+                    m: usize,
+                    n: usize,
+                    bias: Option<&[f32]>,
+                    y: &mut [f32],
+                ) -> Option<()> {
+                    with_slice::<W, _>(t, |w| matvec::linear_into(x, m, w, n, bias, y))
+                }
+                match t.dtype() {
+                    DType::F32 => go::<f32>(t, x, m, n, bias, y),
+                    DType::F16 => go::<f16>(t, x, m, n, bias, y),
+                    DType::BF16 => go::<bf16>(t, x, m, n, bias, y),
+                    _ => None,
+                }
+            }
+            Weight::Quant(q) => {
+                qlinear_into(x, m, q, bias, y);
+                Some(())
+            }
+        };
+        done.ok_or_else(|| Error::Input("weights must be contiguous CPU tensors".into()))
+    }
+
+    /// `x @ W^T (+ bias)` for x `[m, k]` f32: up to [`MAX_ROWS`] rows through the streaming
+    /// kernels, more through candle's blocked matmul on the f32 matrix (converted from the
+    /// stored format for the call).
+    pub fn linear(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (m, k) = x.dims2()?;
+        let (n, kw) = self.dims();
+        if k != kw {
+            return Err(Error::Input(format!(
+                "a product of width {k} with a [{n}, {kw}] weight"
+            )));
+        }
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        if m <= MAX_ROWS {
+            let b = bias
+                .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+                .transpose()?;
+            let mut y = vec![0f32; m * n];
+            with_f32(&x, |xs| self.linear_into(xs, m, b.as_deref(), &mut y))
+                .ok_or_else(|| Error::Input("activations must be CPU tensors".into()))??;
+            return Ok(Tensor::from_vec(y, (m, n), x.device())?);
+        }
+        let w = match self {
+            Weight::Float(t) if t.dtype() == DType::F32 => t.clone(),
+            _ => self.to_f32()?,
+        };
+        let y = x.matmul(&w.t()?)?;
+        Ok(match bias {
+            Some(b) => y.broadcast_add(&b.to_dtype(DType::F32)?)?,
+            None => y,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(shape: (usize, usize), seed: u64) -> Tensor {
+        let mut s = seed;
+        let v: Vec<f32> = (0..shape.0 * shape.1)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale
+    }
+
+    /// Both routes of `linear` (streaming kernels up to MAX_ROWS, candle's matmul beyond) give
+    /// the product with the matrix the weight stands for, in every format.
+    #[test]
+    fn linear_is_the_product_with_the_stored_matrix() {
+        let (n, k) = (70, 96);
+        let w = random((n, k), 1);
+        let b = random((1, n), 2).flatten_all().unwrap();
+        for format in WeightFormat::ALL {
+            let weight = Weight::from_tensor(w.clone(), format).unwrap();
+            assert_eq!(weight.format(), format);
+            assert_eq!(weight.dims(), (n, k));
+            let stands_for = weight.to_f32().unwrap();
+            // Quantized products also round the inputs to 8 bits per group.
+            let tol = if format.quant_kind().is_some() {
+                2e-2
+            } else {
+                1e-5
+            };
+            for m in [1, 3, MAX_ROWS, MAX_ROWS + 1, 50] {
+                let x = random((m, k), 3 + m as u64);
+                let got = weight.linear(&x, Some(&b)).unwrap();
+                let want = x
+                    .matmul(&stands_for.t().unwrap())
+                    .unwrap()
+                    .broadcast_add(&b)
+                    .unwrap();
+                let err = max_rel(&got, &want);
+                assert!(err < tol, "{format:?} m={m}: {err}");
+            }
+            // Embedding rows are the matrix's rows.
+            let ids = Tensor::new(&[3u32, 0, 69], &Device::Cpu).unwrap();
+            let rows = weight.rows(&ids).unwrap();
+            assert_eq!(
+                max_rel(&rows, &stands_for.index_select(&ids, 0).unwrap()),
+                0.0
+            );
+        }
+        assert!(
+            Weight::from_tensor(w.clone(), WeightFormat::Q4)
+                .unwrap()
+                .bytes()
+                * 7
+                < w.elem_count() * 4
+        );
+    }
+}
