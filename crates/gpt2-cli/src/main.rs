@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gpt2::model::quant::QuantKind;
 use gpt2::model::{module_tree, ForwardArgs};
 use gpt2::weights::{resolve_model_dir, ResolveOptions};
 use gpt2::{Config, LoadOptions, Pretrained};
@@ -33,7 +34,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum Dtype {
     F32,
     F16,
@@ -99,8 +100,8 @@ enum Command {
         /// Where the eos padding goes when several texts form a batch.
         #[arg(long, value_enum, default_value = "right")]
         padding_side: Side,
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: Dtype,
+        #[command(flatten)]
+        weights: WeightArgs,
         #[arg(required = true)]
         texts: Vec<String>,
     },
@@ -108,8 +109,8 @@ enum Command {
     Generate {
         #[arg(long)]
         model: String,
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: Dtype,
+        #[command(flatten)]
+        weights: WeightArgs,
         /// Print text as it is generated (one prompt, no beams).
         #[arg(long)]
         stream: bool,
@@ -131,8 +132,8 @@ enum Command {
         temperature: f64,
         #[arg(long)]
         json: bool,
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: Dtype,
+        #[command(flatten)]
+        weights: WeightArgs,
         text: String,
     },
     /// Time loading, prefill and decoding against transformers (PyTorch) in the same run.
@@ -168,8 +169,8 @@ enum Command {
         task: String,
         #[arg(long)]
         model: String,
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: Dtype,
+        #[command(flatten)]
+        weights: WeightArgs,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -184,8 +185,8 @@ enum Command {
     Embed {
         #[arg(long)]
         model: String,
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: Dtype,
+        #[command(flatten)]
+        weights: WeightArgs,
         /// How token states become one vector: mean, last, or none (every token's, JSON only).
         #[arg(long, value_enum, default_value = "mean")]
         pooling: tasks::PoolingArg,
@@ -202,8 +203,8 @@ enum Command {
     Classify {
         #[arg(long)]
         model: String,
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: Dtype,
+        #[command(flatten)]
+        weights: WeightArgs,
         /// Return this many labels per text, best first (default: the best one alone).
         #[arg(long)]
         top_k: Option<usize>,
@@ -225,8 +226,8 @@ enum Command {
     Perplexity {
         #[arg(long)]
         model: String,
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: Dtype,
+        #[command(flatten)]
+        weights: WeightArgs,
         /// Tokens between window starts (each window scores the tokens the previous did not).
         #[arg(long, default_value_t = 512)]
         stride: usize,
@@ -241,8 +242,8 @@ enum Command {
     Inspect {
         #[arg(long)]
         model: String,
-        #[arg(long, value_enum, default_value = "f32")]
-        dtype: Dtype,
+        #[command(flatten)]
+        weights: WeightArgs,
     },
 }
 
@@ -292,7 +293,7 @@ fn run(command: Command) -> Result<()> {
             output_hidden_states,
             output_attentions,
             padding_side,
-            dtype,
+            weights,
             texts,
         } => forward(
             &model,
@@ -300,26 +301,26 @@ fn run(command: Command) -> Result<()> {
             output_hidden_states,
             output_attentions,
             padding_side,
-            dtype.into(),
+            weights,
             &texts,
         ),
         Command::Generate {
             model,
-            dtype,
+            weights,
             stream,
             json,
             flags,
             prompts,
-        } => generate::generate(&load(&model, dtype.into())?, &flags, &prompts, stream, json),
+        } => generate::generate(&load(&model, weights)?, &flags, &prompts, stream, json),
         Command::NextToken {
             model,
             top_k,
             temperature,
             json,
-            dtype,
+            weights,
             text,
         } => generate::next_token(
-            &load(&model, dtype.into())?,
+            &load(&model, weights)?,
             &text,
             top_k,
             temperature,
@@ -328,14 +329,14 @@ fn run(command: Command) -> Result<()> {
         Command::Pipeline {
             task,
             model,
-            dtype,
+            weights,
             json,
             flags,
             generate,
             inputs,
         } => tasks::run_pipeline(
             &model,
-            &load_options(dtype.into()),
+            &weights.options(),
             &task,
             &flags,
             &generate,
@@ -344,13 +345,13 @@ fn run(command: Command) -> Result<()> {
         ),
         Command::Embed {
             model,
-            dtype,
+            weights,
             pooling,
             format,
             out,
             texts,
         } => tasks::embed(
-            &load(&model, dtype.into())?,
+            &load(&model, weights)?,
             &texts,
             pooling,
             format,
@@ -358,7 +359,7 @@ fn run(command: Command) -> Result<()> {
         ),
         Command::Classify {
             model,
-            dtype,
+            weights,
             top_k,
             all_labels,
             function_to_apply,
@@ -373,7 +374,7 @@ fn run(command: Command) -> Result<()> {
             };
             tasks::classify(
                 &model,
-                &load_options(dtype.into()),
+                &weights.options(),
                 &texts,
                 top_k,
                 function_to_apply.as_deref(),
@@ -383,13 +384,13 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Perplexity {
             model,
-            dtype,
+            weights,
             stride,
             max_length,
             json,
             file,
         } => tasks::perplexity(
-            &load(&model, dtype.into())?,
+            &load(&model, weights)?,
             &file,
             stride,
             max_length,
@@ -397,7 +398,7 @@ fn run(command: Command) -> Result<()> {
         ),
         Command::Attention(args) => pictures::attention(&args),
         Command::LogitLens(args) => pictures::logit_lens(&args),
-        Command::Inspect { model, dtype } => inspect(&model, dtype.into()),
+        Command::Inspect { model, weights } => inspect(&model, weights),
         Command::Bench {
             model,
             python,
@@ -416,15 +417,48 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
-fn load_options(dtype: DType) -> LoadOptions {
-    LoadOptions {
-        dtype,
-        ..LoadOptions::default()
+/// How the big matrices are stored, on every command that loads a model.
+#[derive(Args, Debug, Clone, Copy)]
+pub(crate) struct WeightArgs {
+    /// Weight format: f32, f16 or bf16 (the math is f32 whatever the weights).
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: Dtype,
+    /// Quantize the weights to 8 or 4 bits (groups of 32, one scale each) instead.
+    #[arg(long, value_enum)]
+    quantize: Option<Quant>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Quant {
+    Q8,
+    Q4,
+}
+
+impl Default for WeightArgs {
+    /// f32, as the pictures use.
+    fn default() -> Self {
+        WeightArgs {
+            dtype: Dtype::F32,
+            quantize: None,
+        }
     }
 }
 
-fn load(model: &str, dtype: DType) -> Result<Pretrained> {
-    Pretrained::load(model, &load_options(dtype)).with_context(|| format!("loading model {model}"))
+impl WeightArgs {
+    fn options(&self) -> LoadOptions {
+        LoadOptions {
+            dtype: self.dtype.into(),
+            quantize: self.quantize.map(|q| match q {
+                Quant::Q8 => QuantKind::Q8,
+                Quant::Q4 => QuantKind::Q4,
+            }),
+            ..LoadOptions::default()
+        }
+    }
+}
+
+fn load(model: &str, weights: WeightArgs) -> Result<Pretrained> {
+    Pretrained::load(model, &weights.options()).with_context(|| format!("loading model {model}"))
 }
 
 /// A tokenizer without loading weights: the model's own, or the built-in GPT-2 one.
@@ -541,10 +575,10 @@ fn forward(
     hidden: bool,
     attentions: bool,
     side: Side,
-    dtype: DType,
+    weights: WeightArgs,
     texts: &[String],
 ) -> Result<()> {
-    let p = load(model, dtype)?;
+    let p = load(model, weights)?;
     let enc = encode_texts(p.tokenizer()?, texts, side)?;
     if enc.input_ids.iter().any(Vec::is_empty) {
         bail!("a text encodes to no tokens; GPT-2 needs at least one");
@@ -585,8 +619,8 @@ fn forward(
     Ok(())
 }
 
-fn inspect(model: &str, dtype: DType) -> Result<()> {
-    let p = load(model, dtype)?;
+fn inspect(model: &str, weights: WeightArgs) -> Result<()> {
+    let p = load(model, weights)?;
     let m = &p.model;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -608,6 +642,12 @@ fn inspect(model: &str, dtype: DType) -> Result<()> {
             "its own weights (tie_word_embeddings = false)"
         }
     )?;
-    writeln!(out, "dtype: {dtype:?}, directory: {}", p.dir.display())?;
+    writeln!(
+        out,
+        "weights: {} ({:.1} MB), directory: {}",
+        p.model.transformer.format().name(),
+        p.model.transformer.weight_bytes() as f64 / 1e6,
+        p.dir.display()
+    )?;
     Ok(())
 }

@@ -38,7 +38,7 @@ pub struct AttentionArgs {
 
 pub fn run(args: &AttentionArgs) -> Result<()> {
     Format::from_path(&args.out)?;
-    let p = crate::load(&args.model, DType::F32)?;
+    let p = crate::load(&args.model, crate::WeightArgs::default())?;
     let (n_layer, n_head) = (p.config.n_layer, p.config.n_head);
     check_index("--layer", args.layer, n_layer, "layers")?;
     if let Some(h) = args.head {

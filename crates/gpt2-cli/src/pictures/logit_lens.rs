@@ -49,7 +49,7 @@ struct Lens {
 
 pub fn run(args: &LogitLensArgs) -> Result<()> {
     Format::from_path(&args.out)?;
-    let p = crate::load(&args.model, DType::F32)?;
+    let p = crate::load(&args.model, crate::WeightArgs::default())?;
     let input = encode_input(&p, &args.text, MAX_TOKENS, "the logit lens")?;
     let lens = lens(&p, &input)?;
     let tok = p
