@@ -304,8 +304,7 @@ impl Gpt2Model {
         check_weights_match_config(w, cfg)?;
         let (e, dev) = (cfg.n_embd, device);
         // state_dict order, so the first mismatch reported is the first a reader would check.
-        let wte = w.get("wte.weight", &[cfg.vocab_size, e], format.load_dtype(), dev)?;
-        let wte = Weight::from_tensor(wte, format)?;
+        let wte = Weight::load(w, "wte.weight", (cfg.vocab_size, e), format, dev)?;
         let wpe = w.get("wpe.weight", &[cfg.n_positions, e], DType::F32, dev)?;
         // Copying out of the map is most of load time; layers are independent, so use every
         // core, then report the lowest layer's error (deterministically).
@@ -673,9 +672,11 @@ pub(crate) fn load_lm_head(
         return Ok((transformer.wte.clone(), true));
     }
     let shape = [cfg.vocab_size, cfg.n_embd];
-    let format = transformer.format();
-    let t = w.get("lm_head.weight", &shape, format.load_dtype(), device)?;
-    Ok((Weight::from_tensor(t, format)?, false))
+    let dims = (shape[0], shape[1]);
+    Ok((
+        Weight::load(w, "lm_head.weight", dims, transformer.format(), device)?,
+        false,
+    ))
 }
 
 /// A config that does not describe the weights is an error, not a silently truncated model:

@@ -133,6 +133,39 @@ impl QMatrix {
         }
     }
 
+    /// Quantize an `[n, k]` matrix handed over in slices of rows: `rows(r0..r1)` gives those
+    /// rows as f32. Only one slice is ever held in f32.
+    pub fn quantize_by_rows<E>(
+        kind: QuantKind,
+        n: usize,
+        k: usize,
+        slice_rows: usize,
+        mut rows: impl FnMut(std::ops::Range<usize>) -> std::result::Result<Vec<f32>, E>,
+    ) -> std::result::Result<QMatrix, E> {
+        let groups = k.div_ceil(GROUP);
+        let gb = kind.group_bytes();
+        let (mut buf, start) = aligned_buffer(n * groups * gb);
+        let mut scales = vec![f16::ZERO; n * groups];
+        let step = slice_rows.max(1);
+        for r0 in (0..n).step_by(step) {
+            let r1 = (r0 + step).min(n);
+            let part = rows(r0..r1)?;
+            let q = QMatrix::quantize(kind, &part, r1 - r0, k);
+            let bytes = (r1 - r0) * groups * gb;
+            buf[start + r0 * groups * gb..start + r0 * groups * gb + bytes]
+                .copy_from_slice(q.data());
+            scales[r0 * groups..r1 * groups].copy_from_slice(&q.scales);
+        }
+        Ok(QMatrix {
+            kind,
+            n,
+            k,
+            buf,
+            start,
+            scales,
+        })
+    }
+
     /// Row `j` as the f32 values it stands for.
     pub fn dequantize_row(&self, j: usize, out: &mut [f32]) {
         let groups = self.groups_per_row();

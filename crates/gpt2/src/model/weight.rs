@@ -135,6 +135,31 @@ impl Weight {
         })
     }
 
+    /// The 2-d tensor `name` of `w` (`[n, k]`, stored as `[out, in]`) in `format`. Quantized
+    /// formats convert it a slice of rows at a time, so a large matrix (wte) is never all in f32.
+    pub fn load(
+        w: &crate::weights::Weights,
+        name: &str,
+        (n, k): (usize, usize),
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Weight> {
+        match format.quant_kind() {
+            None => Weight::from_tensor(w.get(name, &[n, k], format.load_dtype(), device)?, format),
+            Some(kind) => {
+                // About 4 MiB of f32 per slice.
+                let slice = (1 << 20) / k.max(1);
+                let q = QMatrix::quantize_by_rows(kind, n, k, slice, |rows| {
+                    w.get_rows(name, &[n, k], rows, DType::F32, device)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()
+                        .map_err(Error::from)
+                })?;
+                Ok(Weight::Quant(Arc::new(q)))
+            }
+        }
+    }
+
     pub fn format(&self) -> WeightFormat {
         match self {
             Weight::Float(t) => match t.dtype() {
