@@ -136,7 +136,8 @@ enum Command {
         weights: WeightArgs,
         text: String,
     },
-    /// Time loading, prefill and decoding against transformers (PyTorch) in the same run.
+    /// Time loading, memory, prefill and decoding in every weight format against transformers
+    /// (PyTorch) in the same run, with each format's KL divergence from f32.
     Bench {
         #[arg(long)]
         model: String,
@@ -152,9 +153,23 @@ enum Command {
         /// New tokens per decode measurement (batch-1 greedy, batch-8, beam 4); 0 skips them.
         #[arg(long, default_value_t = 64)]
         decode: usize,
-        /// Rounds per measurement, alternating this project and PyTorch (the median is kept).
+        /// Rounds per measurement, alternating PyTorch and every format (the median is kept).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Weight formats to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "f32,f16,bf16,q8,q4")]
+        formats: Vec<String>,
+        /// Tokens of text the KL divergence from f32 is measured over (0 skips it).
+        #[arg(long, default_value_t = 256)]
+        kl_tokens: usize,
+    },
+    /// One format's side of `gpt2 bench` (run by it).
+    #[command(hide = true)]
+    BenchWorker {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        format: String,
     },
     /// Draw one layer's attention (one head, or every head in a grid) to a .png or .svg.
     Attention(pictures::AttentionArgs),
@@ -394,14 +409,19 @@ fn run(command: Command) -> Result<()> {
             repeats,
             decode,
             rounds,
+            formats,
+            kl_tokens,
         } => bench::run(&bench::BenchArgs {
             model: &model,
             python: python.as_deref(),
+            formats: &formats,
             prefill: &prefill,
             repeats,
             decode,
             rounds,
+            kl_tokens,
         }),
+        Command::BenchWorker { model, format } => bench::worker(&model, &format),
     }
 }
 
