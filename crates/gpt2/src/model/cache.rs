@@ -5,7 +5,7 @@
 //! decoding step appends one position instead of copying the whole history (which costs as much
 //! as the rest of a step once sequences grow to hundreds of tokens).
 
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
 
 use crate::error::Result;
 
@@ -17,6 +17,21 @@ const GROW: usize = 64;
 #[derive(Debug)]
 pub struct Cache {
     layers: Vec<Option<LayerKv>>,
+    /// Buffers the fused decode step reuses from one token to the next (it lives as long as
+    /// the sequence, as this cache does), so a step allocates nothing once warm.
+    pub(crate) scratch: StepScratch,
+}
+
+/// The fused decode step's working rows (see decode.rs); sized on first use.
+#[derive(Debug, Default)]
+pub(crate) struct StepScratch {
+    pub ln: Vec<f32>,
+    pub qkv: Vec<f32>,
+    pub att: Vec<f32>,
+    pub proj: Vec<f32>,
+    pub hidden: Vec<f32>,
+    /// Attention scores, one stretch of `positions` per (row, head).
+    pub scores: Vec<f32>,
 }
 
 /// One layer: `[batch, n_head, capacity, head_dim]` buffers, the first `len` positions in use.
@@ -41,7 +56,10 @@ impl Clone for Cache {
                 })
             })
             .collect();
-        Cache { layers }
+        Cache {
+            layers,
+            scratch: StepScratch::default(),
+        }
     }
 }
 
@@ -49,6 +67,7 @@ impl Cache {
     pub fn new(n_layer: usize) -> Cache {
         Cache {
             layers: (0..n_layer).map(|_| None).collect(),
+            scratch: StepScratch::default(),
         }
     }
 
@@ -78,15 +97,20 @@ impl Cache {
         self.layers.iter_mut().for_each(|l| *l = None);
     }
 
-    /// Make room in layer `i` for `t` more positions of rows shaped like `like`
-    /// (`[batch, n_head, t, head_dim]`), growing the buffers when full.
-    fn reserve(&mut self, i: usize, like: &Tensor) -> Result<&mut LayerKv> {
-        let (b, h, t, d) = like.dims4()?;
+    /// Make room in layer `i` for `t` more positions of `[b, h, t, d]` rows, growing the
+    /// buffers (by doubling) when full.
+    fn reserve(
+        &mut self,
+        i: usize,
+        (b, h, t, d): (usize, usize, usize, usize),
+        dtype: DType,
+        device: &Device,
+    ) -> Result<&mut LayerKv> {
         let need = self.layers[i].as_ref().map_or(0, |l| l.len) + t;
         let cap = self.layers[i].as_ref().map_or(0, |l| l.k.dims()[2]);
         if need > cap {
             let new_cap = (cap * 2).max(need + GROW);
-            let zeros = || Tensor::zeros((b, h, new_cap, d), like.dtype(), like.device());
+            let zeros = || Tensor::zeros((b, h, new_cap, d), dtype, device);
             let (k, v) = (zeros()?, zeros()?);
             let len = match self.layers[i].take() {
                 Some(old) => {
@@ -101,10 +125,37 @@ impl Cache {
         Ok(self.layers[i].as_mut().expect("just made"))
     }
 
+    /// One new position's keys and values for `rows` rows, written in place into layer `i`:
+    /// row r's head `hd` is `qkv[r * row_stride + key_offset + hd * d..][..d]` (values at
+    /// `value_offset`), straight from the fused step's c_attn output.
+    pub(crate) fn write_step(
+        &mut self,
+        i: usize,
+        (rows, h, d): (usize, usize, usize),
+        qkv: &[f32],
+        row_stride: usize,
+        (key_offset, value_offset): (usize, usize),
+    ) -> Result<()> {
+        let layer = self.reserve(i, (rows, h, 1, d), DType::F32, &Device::Cpu)?;
+        let cap = layer.k.dims()[2];
+        for (buf, offset) in [(&layer.k, key_offset), (&layer.v, value_offset)] {
+            buf.inplace_op1(&WriteStep {
+                src: qkv,
+                row_stride,
+                offset,
+                shape: (rows, h, d),
+                cap,
+                pos: layer.len,
+            })?;
+        }
+        layer.len += 1;
+        Ok(())
+    }
+
     /// Append this step's keys and values (`[batch, n_head, t, head_dim]`) to layer `i` and
     /// return the whole history (views).
     pub(crate) fn append(&mut self, i: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let layer = self.reserve(i, k)?;
+        let layer = self.reserve(i, k.dims4()?, k.dtype(), k.device())?;
         let t = k.dims()[2];
         layer.k.slice_set(&k.contiguous()?, 2, layer.len)?;
         layer.v.slice_set(&v.contiguous()?, 2, layer.len)?;
@@ -132,6 +183,38 @@ impl Cache {
         for layer in self.layers.iter_mut().flatten() {
             layer.k = layer.k.index_select(rows, 0)?;
             layer.v = layer.v.index_select(rows, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copy one position's heads into a `[b, h, cap, d]` f32 buffer at `pos`, in place.
+struct WriteStep<'a> {
+    src: &'a [f32],
+    row_stride: usize,
+    offset: usize,
+    shape: (usize, usize, usize),
+    cap: usize,
+    pos: usize,
+}
+
+impl InplaceOp1 for WriteStep<'_> {
+    fn name(&self) -> &'static str {
+        "kv-cache-write"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(buf) = storage else {
+            candle_core::bail!("the fused step's cache is f32");
+        };
+        let (rows, h, d) = self.shape;
+        let base = layout.start_offset();
+        for r in 0..rows {
+            for hd in 0..h {
+                let src = &self.src[r * self.row_stride + self.offset + hd * d..][..d];
+                let at = base + ((r * h + hd) * self.cap + self.pos) * d;
+                buf[at..at + d].copy_from_slice(src);
+            }
         }
         Ok(())
     }

@@ -5,7 +5,6 @@
 //!
 //! `Block::forward` is the reference: tests/decode.rs checks every step against it.
 
-use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::cache::Cache;
@@ -78,75 +77,79 @@ impl Block {
     ) -> Result<()> {
         let e = x.len() / rows;
         let (h, d) = (self.attn.n_head, self.attn.head_dim);
-        let mut ln = vec![0f32; rows * e];
-        norm(&self.ln_1, x, &mut ln)?;
-        let mut qkv = vec![0f32; rows * 3 * e];
-        conv1d(&self.attn.c_attn, &ln, rows, &mut qkv)?;
+        let inner = self.mlp.c_fc.bias.dims1()?;
+        // The step's rows live in the cache's scratch: nothing is allocated once it is warm.
+        let mut s = std::mem::take(&mut cache.scratch);
+        let fit = |v: &mut Vec<f32>, n: usize| v.resize(n, 0.0);
+        fit(&mut s.ln, rows * e);
+        fit(&mut s.qkv, rows * 3 * e);
+        fit(&mut s.att, rows * e);
+        fit(&mut s.proj, rows * e);
+        fit(&mut s.hidden, rows * inner);
 
-        // This position's keys and values into the cache, [rows, H, 1, D].
-        let split = |part: usize| -> Result<Tensor> {
-            let v: Vec<f32> = qkv
-                .chunks_exact(3 * e)
-                .flat_map(|r| r[part * e..(part + 1) * e].iter().copied())
-                .collect();
-            Ok(Tensor::from_vec(v, (rows, h, 1, d), &Device::Cpu)?)
-        };
-        cache.append(layer, &split(1)?, &split(2)?)?;
-        let (kbuf, vbuf, len) = cache.buffers(layer).expect("just appended");
+        norm(&self.ln_1, x, &mut s.ln)?;
+        conv1d(&self.attn.c_attn, &s.ln, rows, &mut s.qkv)?;
+        // This position's keys and values, written into the cache in place.
+        cache.write_step(layer, (rows, h, d), &s.qkv, 3 * e, (e, 2 * e))?;
+        let (kbuf, vbuf, len) = cache.buffers(layer).expect("just written");
         let cap = kbuf.dims()[2];
+        // Room for every position the cache holds, so the scores grow with it, not each step.
+        if s.scores.capacity() < rows * h * cap {
+            s.scores = Vec::with_capacity(rows * h * cap);
+        }
+        fit(&mut s.scores, rows * h * len);
 
         // Attention, one (row, head) pair per task: scores scaled, masked with the dtype's
         // minimum (as the op-by-op path adds it), softmaxed, then the weighted sum of values.
         let scale = self.attn.scaling as f32;
-        let mut att = vec![0f32; rows * e];
+        let qkv = &s.qkv;
         with_f32(kbuf, |ks| {
             with_f32(vbuf, |vs| {
-                att.par_chunks_mut(d).enumerate().for_each(|(rh, out)| {
-                    let (r, hd) = (rh / h, rh % h);
-                    let q = &qkv[r * 3 * e + hd * d..r * 3 * e + (hd + 1) * d];
-                    let base = (r * h + hd) * cap * d;
-                    let mut p: Vec<f32> = (0..len)
-                        .map(|s| {
-                            let k = &ks[base + s * d..base + (s + 1) * d];
-                            let dot = dot8(q, k);
+                s.att
+                    .par_chunks_mut(d)
+                    .zip(s.scores.par_chunks_mut(len.max(1)))
+                    .enumerate()
+                    .for_each(|(rh, (out, p))| {
+                        let (r, hd) = (rh / h, rh % h);
+                        let q = &qkv[r * 3 * e + hd * d..r * 3 * e + (hd + 1) * d];
+                        let base = (r * h + hd) * cap * d;
+                        for (pos, score) in p.iter_mut().enumerate() {
+                            let k = &ks[base + pos * d..base + (pos + 1) * d];
                             let bias = match mask {
-                                Some(m) if m[r][s] == 0 => f32::MIN,
+                                Some(m) if m[r][pos] == 0 => f32::MIN,
                                 _ => 0.0,
                             };
-                            dot * scale + bias
-                        })
-                        .collect();
-                    let max = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let mut sum = 0f32;
-                    for v in p.iter_mut() {
-                        *v = (*v - max).exp();
-                        sum += *v;
-                    }
-                    out.fill(0.0);
-                    for (s, ps) in p.iter().enumerate() {
-                        let w = ps / sum;
-                        let v = &vs[base + s * d..base + (s + 1) * d];
-                        for (o, vv) in out.iter_mut().zip(v) {
-                            *o += w * vv;
+                            *score = dot8(q, k) * scale + bias;
                         }
-                    }
-                })
+                        let max = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                        let mut sum = 0f32;
+                        for v in p.iter_mut() {
+                            *v = (*v - max).exp();
+                            sum += *v;
+                        }
+                        out.fill(0.0);
+                        for (pos, ps) in p.iter().enumerate() {
+                            let w = ps / sum;
+                            let v = &vs[base + pos * d..base + (pos + 1) * d];
+                            for (o, vv) in out.iter_mut().zip(v) {
+                                *o += w * vv;
+                            }
+                        }
+                    })
             })
         })
         .flatten()
         .ok_or_else(not_f32)?;
 
-        let mut proj = vec![0f32; rows * e];
-        conv1d(&self.attn.c_proj, &att, rows, &mut proj)?;
-        x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+        conv1d(&self.attn.c_proj, &s.att, rows, &mut s.proj)?;
+        x.iter_mut().zip(&s.proj).for_each(|(a, b)| *a += b);
 
-        norm(&self.ln_2, x, &mut ln)?;
-        let inner = self.mlp.c_fc.bias.dims1()?;
-        let mut hidden = vec![0f32; rows * inner];
-        conv1d(&self.mlp.c_fc, &ln, rows, &mut hidden)?;
-        self.mlp.act.apply_in_place(&mut hidden);
-        conv1d(&self.mlp.c_proj, &hidden, rows, &mut proj)?;
-        x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+        norm(&self.ln_2, x, &mut s.ln)?;
+        conv1d(&self.mlp.c_fc, &s.ln, rows, &mut s.hidden)?;
+        self.mlp.act.apply_in_place(&mut s.hidden);
+        conv1d(&self.mlp.c_proj, &s.hidden, rows, &mut s.proj)?;
+        x.iter_mut().zip(&s.proj).for_each(|(a, b)| *a += b);
+        cache.scratch = s;
         Ok(())
     }
 }

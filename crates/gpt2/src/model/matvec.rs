@@ -136,15 +136,28 @@ pub(crate) fn drive(
         });
         return;
     }
-    let mut yt = vec![0f32; n * m];
-    yt.par_chunks_mut(per_task * m)
-        .enumerate()
-        .for_each(|(t, out)| block(t * per_task, out, m));
-    for r in 0..m {
-        for j in 0..n {
-            y[r * n + j] = yt[j * m + r] + bias.map_or(0.0, |b| b[j]);
+    let mut run = |yt: &mut Vec<f32>| {
+        yt.clear();
+        yt.resize(n * m, 0.0);
+        yt.par_chunks_mut(per_task * m)
+            .enumerate()
+            .for_each(|(t, out)| block(t * per_task, out, m));
+        for r in 0..m {
+            for j in 0..n {
+                y[r * n + j] = yt[j * m + r] + bias.map_or(0.0, |b| b[j]);
+            }
         }
-    }
+    };
+    TRANSPOSED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut yt) => run(&mut yt),
+        // Re-entered on this thread: a buffer of its own.
+        Err(_) => run(&mut Vec::new()),
+    })
+}
+
+thread_local! {
+    /// The `[outputs, m]` staging of several-row products, reused from one call to the next.
+    static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// How far ahead the kernels prefetch weights: about 48 KiB, and at least the next tile.

@@ -263,9 +263,23 @@ pub(crate) struct QuantizedRows {
 }
 
 pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize) -> QuantizedRows {
+    let mut rows = QuantizedRows {
+        q: Vec::new(),
+        d: Vec::new(),
+        groups: 0,
+    };
+    quantize_rows_into(x, m, k, &mut rows);
+    rows
+}
+
+/// [`quantize_rows`] into reused buffers.
+fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     let groups = k.div_ceil(GROUP);
-    let mut q = vec![0i8; m * groups * GROUP];
-    let mut d = vec![0f32; m * groups];
+    out.groups = groups;
+    out.q.clear();
+    out.q.resize(m * groups * GROUP, 0);
+    out.d.clear();
+    out.d.resize(m * groups, 0.0);
     for r in 0..m {
         for g in 0..groups {
             let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
@@ -273,14 +287,21 @@ pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize) -> QuantizedRows {
             let amax = src.iter().fold(0f32, |a, v| a.max(v.abs()));
             let dx = amax / 127.0;
             let inv = if dx > 0.0 { 1.0 / dx } else { 0.0 };
-            let dst = &mut q[(r * groups + g) * GROUP..];
+            let dst = &mut out.q[(r * groups + g) * GROUP..];
             for (o, v) in dst.iter_mut().zip(src) {
                 *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
             }
-            d[r * groups + g] = dx;
+            out.d[r * groups + g] = dx;
         }
     }
-    QuantizedRows { q, d, groups }
+}
+
+thread_local! {
+    /// The calling thread's quantized inputs, reused from one product to the next (a decoding
+    /// step makes ~50 of them).
+    static INPUTS: std::cell::RefCell<QuantizedRows> = const {
+        std::cell::RefCell::new(QuantizedRows { q: Vec::new(), d: Vec::new(), groups: 0 })
+    };
 }
 
 /// Quantized input row `r` against weight row `j`, one element at a time.
@@ -312,7 +333,23 @@ pub fn qlinear_reference(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>,
 /// What [`qlinear_reference`] computes, fast (x `[m, k]`, y `[m, n]`).
 pub fn qlinear_into(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
     assert_eq!(x.len(), m * w.k, "x must be [m, k]");
-    let xq = quantize_rows(x, m, w.k);
+    INPUTS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut xq) => {
+            quantize_rows_into(x, m, w.k, &mut xq);
+            qlinear_quantized(&xq, m, w, bias, y)
+        }
+        // Re-entered on this thread (a product inside a product's task): fresh buffers.
+        Err(_) => qlinear_quantized(&quantize_rows(x, m, w.k), m, w, bias, y),
+    })
+}
+
+fn qlinear_quantized(
+    xq: &QuantizedRows,
+    m: usize,
+    w: &QMatrix,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let simd = Simd::detect();
     let row_bytes = w.groups_per_row() * (w.kind.group_bytes() + 2);
     drive(m, w.n, row_bytes, bias, y, |j0, out, stride| {
@@ -320,8 +357,8 @@ pub fn qlinear_into(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: &
         match simd {
             // SAFETY: avx2, fma and f16c were detected.
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => unsafe { avx2::block(&xq, m, w, j0, nb, out, stride) },
-            Simd::Portable => portable_block(&xq, m, w, j0, nb, out, stride),
+            Simd::Avx2 => unsafe { avx2::block(xq, m, w, j0, nb, out, stride) },
+            Simd::Portable => portable_block(xq, m, w, j0, nb, out, stride),
         }
     });
 }
