@@ -1,6 +1,7 @@
 //! Weight-streaming rate of the decode kernels on GPT-2 (124M) shapes, in every weight format:
 //! `cargo run --release -p gpt2 --example matvec_bench`. Prints the GB/s of weights read and
-//! the machine's plain read bandwidth (a decode step is bound by it).
+//! the machine's plain read bandwidth (a decode step is bound by it). Formats may be named
+//! (`-- q8 q4`); GPT2_SIMD=avx2|portable runs a lesser instruction set for comparison.
 
 use std::time::Instant;
 
@@ -32,7 +33,11 @@ fn main() -> gpt2::Result<()> {
         "plain read loop: {:.1} GB/s",
         read_bandwidth(512 << 20) / 1e9
     );
+    let named: Vec<String> = std::env::args().skip(1).collect();
     for format in WeightFormat::ALL {
+        if !named.is_empty() && !named.iter().any(|n| n == format.name()) {
+            continue;
+        }
         let ws: Vec<Weight> = f32s
             .iter()
             .map(|t| Weight::from_tensor(t.clone(), format))
@@ -42,7 +47,7 @@ fn main() -> gpt2::Result<()> {
             let xs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0.5f32; m * w.dims().1]).collect();
             let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.dims().0]).collect();
             let mut best = f64::MAX;
-            for _ in 0..5 {
+            for _ in 0..15 {
                 let t0 = Instant::now();
                 for ((w, x), y) in ws.iter().zip(&xs).zip(ys.iter_mut()) {
                     w.linear_into(x, m, None, y)?;

@@ -167,8 +167,11 @@ pub(crate) const PREFETCH_BYTES: usize = 48 * 1024;
 pub(crate) use avx2::hsum as avx2_hsum;
 
 /// Which kernels this CPU runs, found once per call (the detection itself is cached by std).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Simd {
+    /// AVX2 with AVX-512 F/VL/BW and VNNI besides (Zen 4, Ice Lake and later).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
     #[cfg(target_arch = "x86_64")]
     Avx2,
     Portable,
@@ -176,14 +179,31 @@ pub(crate) enum Simd {
 
 impl Simd {
     pub(crate) fn detect() -> Simd {
+        static BEST: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            let all = Simd::available();
+            // GPT2_SIMD=avx2|portable picks a lesser set this CPU also runs (for comparisons).
+            let wanted = std::env::var("GPT2_SIMD").ok();
+            let named = |s: &Simd| Some(format!("{s:?}").to_lowercase()) == wanted;
+            all.iter().copied().find(named).unwrap_or(all[0])
+        })
+    }
+
+    /// Every instruction set this CPU runs, best first.
+    pub(crate) fn available() -> Vec<Simd> {
+        let mut all = Vec::new();
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
         {
-            return Simd::Avx2;
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") && has!("f16c") {
+                if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512vnni") {
+                    all.push(Simd::Avx512);
+                }
+                all.push(Simd::Avx2);
+            }
         }
-        Simd::Portable
+        all.push(Simd::Portable);
+        all
     }
 
     /// `out[j * stride + r] = x[r] . w[j]` for the weight rows of one task.
@@ -200,6 +220,10 @@ impl Simd {
             // SAFETY: the features avx2::block is compiled for were detected.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { avx2::block(x, m, k, w, out, stride) },
+            // SAFETY: as above (the float kernels gain nothing measurable from wider registers
+            // on these memory-bound products, so they share the AVX2 code).
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe { avx2::block(x, m, k, w, out, stride) },
             Simd::Portable => portable::block(x, m, k, w, out, stride),
         }
     }

@@ -73,6 +73,12 @@ impl QMatrix {
         self.data().len() + 2 * self.scales.len()
     }
 
+    /// Bytes of quantized data per row of a `[_, k]` matrix of `kind` (what [`QMatrix::data`]
+    /// holds per row, padding group included).
+    pub fn row_bytes(kind: QuantKind, k: usize) -> usize {
+        k.div_ceil(GROUP) * kind.group_bytes()
+    }
+
     /// A matrix from its parts (a quantized checkpoint's tensors); None when the sizes do not
     /// fit `[n, k]`.
     pub fn from_parts(
@@ -259,6 +265,9 @@ pub(crate) struct QuantizedRows {
     pub q: Vec<i8>,
     /// `[m, groups]`.
     pub d: Vec<f32>,
+    /// `[m, groups]`: each group's scale times the sum of its integers, `d * sum(q)` (what a
+    /// kernel on unsigned q4 integers subtracts, eight times, to undo their offset of 8).
+    pub dsum: Vec<f32>,
     pub groups: usize,
 }
 
@@ -266,6 +275,7 @@ pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize) -> QuantizedRows {
     let mut rows = QuantizedRows {
         q: Vec::new(),
         d: Vec::new(),
+        dsum: Vec::new(),
         groups: 0,
     };
     quantize_rows_into(x, m, k, &mut rows);
@@ -280,6 +290,8 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     out.q.resize(m * groups * GROUP, 0);
     out.d.clear();
     out.d.resize(m * groups, 0.0);
+    out.dsum.clear();
+    out.dsum.resize(m * groups, 0.0);
     for r in 0..m {
         for g in 0..groups {
             let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
@@ -288,10 +300,13 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
             let dx = amax / 127.0;
             let inv = if dx > 0.0 { 1.0 / dx } else { 0.0 };
             let dst = &mut out.q[(r * groups + g) * GROUP..];
+            let mut sum = 0i32;
             for (o, v) in dst.iter_mut().zip(src) {
                 *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                sum += *o as i32;
             }
             out.d[r * groups + g] = dx;
+            out.dsum[r * groups + g] = dx * sum as f32;
         }
     }
 }
@@ -300,7 +315,12 @@ thread_local! {
     /// The calling thread's quantized inputs, reused from one product to the next (a decoding
     /// step makes ~50 of them).
     static INPUTS: std::cell::RefCell<QuantizedRows> = const {
-        std::cell::RefCell::new(QuantizedRows { q: Vec::new(), d: Vec::new(), groups: 0 })
+        std::cell::RefCell::new(QuantizedRows {
+            q: Vec::new(),
+            d: Vec::new(),
+            dsum: Vec::new(),
+            groups: 0,
+        })
     };
 }
 
@@ -350,7 +370,18 @@ fn qlinear_quantized(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let simd = Simd::detect();
+    qlinear_with(Simd::detect(), xq, m, w, bias, y)
+}
+
+/// The product on a chosen instruction set (tests run each one this CPU has).
+fn qlinear_with(
+    simd: Simd,
+    xq: &QuantizedRows,
+    m: usize,
+    w: &QMatrix,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let row_bytes = w.groups_per_row() * (w.kind.group_bytes() + 2);
     drive(m, w.n, row_bytes, bias, y, |j0, out, stride| {
         let nb = out.len() / stride;
@@ -358,6 +389,9 @@ fn qlinear_quantized(
             // SAFETY: avx2, fma and f16c were detected.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { avx2::block(xq, m, w, j0, nb, out, stride) },
+            // SAFETY: avx512f/vl/bw and avx512vnni were detected besides.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe { avx2::block_vnni(xq, m, w, j0, nb, out, stride) },
             Simd::Portable => portable_block(xq, m, w, j0, nb, out, stride),
         }
     });
@@ -387,9 +421,10 @@ mod avx2 {
     use super::{QMatrix, QuantKind, QuantizedRows, GROUP};
     use crate::model::matvec::avx2_hsum as hsum;
 
-    /// One group of 32 weights as signed bytes.
+    /// One group of 32 weights as bytes: signed, except q4's integers as stored (0..=15)
+    /// when `UNSIGNED` (the VNNI kernel takes off their offset of 8 per group afterwards).
     #[inline(always)]
-    unsafe fn load_group<const Q4: bool>(p: *const u8) -> __m256i {
+    unsafe fn load_group<const Q4: bool, const UNSIGNED: bool>(p: *const u8) -> __m256i {
         match Q4 {
             false => _mm256_loadu_si256(p as *const __m256i),
             true => {
@@ -397,8 +432,26 @@ mod avx2 {
                 let mask = _mm_set1_epi8(0x0f);
                 let lo = _mm_and_si128(b, mask);
                 let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
-                _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8))
+                let q = _mm256_set_m128i(hi, lo);
+                match UNSIGNED {
+                    true => q,
+                    false => _mm256_sub_epi8(q, _mm256_set1_epi8(8)),
+                }
             }
+        }
+    }
+
+    /// [`dot32`] in VNNI's one instruction (vpdpbusd: unsigned bytes times signed bytes,
+    /// summed in fours): q4's unsigned integers go in as they are, q8's through the sign trick.
+    #[inline(always)]
+    unsafe fn dot32_vnni<const Q4: bool>(w: __m256i, x: __m256i) -> __m256i {
+        match Q4 {
+            true => _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x),
+            false => _mm256_dpbusd_epi32(
+                _mm256_setzero_si256(),
+                _mm256_sign_epi8(w, w),
+                _mm256_sign_epi8(x, w),
+            ),
         }
     }
 
@@ -424,13 +477,30 @@ mod avx2 {
     ) {
         // One monomorphised loop per format: no per-group branch on the kind.
         match w.kind {
-            QuantKind::Q8 => block_kind::<false>(xq, m, w, j0, nb, out, stride),
-            QuantKind::Q4 => block_kind::<true>(xq, m, w, j0, nb, out, stride),
+            QuantKind::Q8 => block_kind::<false, false>(xq, m, w, j0, nb, out, stride),
+            QuantKind::Q4 => block_kind::<true, false>(xq, m, w, j0, nb, out, stride),
+        }
+    }
+
+    /// [`block`] with AVX-512 VNNI's byte dot products (on 256-bit registers: AVX512VL).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    pub(super) unsafe fn block_vnni(
+        xq: &QuantizedRows,
+        m: usize,
+        w: &QMatrix,
+        j0: usize,
+        nb: usize,
+        out: &mut [f32],
+        stride: usize,
+    ) {
+        match w.kind {
+            QuantKind::Q8 => block_kind::<false, true>(xq, m, w, j0, nb, out, stride),
+            QuantKind::Q4 => block_kind::<true, true>(xq, m, w, j0, nb, out, stride),
         }
     }
 
     #[inline(always)]
-    unsafe fn block_kind<const Q4: bool>(
+    unsafe fn block_kind<const Q4: bool, const VNNI: bool>(
         xq: &QuantizedRows,
         m: usize,
         w: &QMatrix,
@@ -446,7 +516,7 @@ mod avx2 {
             macro_rules! run {
                 ($J:literal, $R:literal) => {{
                     while j + $J <= j0 + nb {
-                        let s = tile::<Q4, $J, $R>(xq, r, w, j);
+                        let s = tile::<Q4, VNNI, $J, $R>(xq, r, w, j);
                         for (jj, sj) in s.iter().enumerate() {
                             for (rr, v) in sj.iter().enumerate() {
                                 out[(j - j0 + jj) * stride + r + rr] = *v;
@@ -455,7 +525,7 @@ mod avx2 {
                         j += $J;
                     }
                     while j < j0 + nb {
-                        let s = tile::<Q4, 1, $R>(xq, r, w, j);
+                        let s = tile::<Q4, VNNI, 1, $R>(xq, r, w, j);
                         for (rr, v) in s[0].iter().enumerate() {
                             out[(j - j0) * stride + r + rr] = *v;
                         }
@@ -473,8 +543,13 @@ mod avx2 {
     }
 
     /// Dot products of R quantized input rows (from row r) with J weight rows (from row j).
+    ///
+    /// With VNNI, q4's integers are used unsigned: each group's sum is then `sum((q-8) x) =
+    /// sum(q x) - 8 sum(x)`, and the second term, scaled, is `8 dw dx sum(x)`; `corr`
+    /// gathers `dw * dsum` over the groups (eight at a time, one multiply-add) and the tile
+    /// takes off eight times it at the end.
     #[inline(always)]
-    unsafe fn tile<const Q4: bool, const J: usize, const R: usize>(
+    unsafe fn tile<const Q4: bool, const VNNI: bool, const J: usize, const R: usize>(
         xq: &QuantizedRows,
         r: usize,
         w: &QMatrix,
@@ -483,6 +558,8 @@ mod avx2 {
         let groups = xq.groups;
         let gb = if Q4 { GROUP / 2 } else { GROUP };
         let mut acc = [[_mm256_setzero_ps(); R]; J];
+        let offset = Q4 && VNNI;
+        let mut corr = [[_mm256_setzero_ps(); R]; J];
         let row_stride = groups * gb;
         let base = w.data().as_ptr().add(j * row_stride);
         let ahead =
@@ -500,6 +577,10 @@ mod avx2 {
                 for (rr, d) in dj.iter_mut().enumerate() {
                     let dx = _mm256_loadu_ps(xq.d.as_ptr().add((r + rr) * groups + g0));
                     *d = _mm256_mul_ps(dw, dx);
+                    if offset {
+                        let ds = _mm256_loadu_ps(xq.dsum.as_ptr().add((r + rr) * groups + g0));
+                        corr[jj][rr] = _mm256_fmadd_ps(dw, ds, corr[jj][rr]);
+                    }
                 }
             }
             for gi in 0..8 {
@@ -520,9 +601,12 @@ mod avx2 {
                         // past the end is fine.
                         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead) as *const i8);
                     }
-                    let wv = load_group::<Q4>(p);
+                    let wv = load_group::<Q4, VNNI>(p);
                     for (rr, a) in aj.iter_mut().enumerate() {
-                        let dot = _mm256_cvtepi32_ps(dot32(wv, xv[rr]));
+                        let dot = match VNNI {
+                            true => _mm256_cvtepi32_ps(dot32_vnni::<Q4>(wv, xv[rr])),
+                            false => _mm256_cvtepi32_ps(dot32(wv, xv[rr])),
+                        };
                         let d = _mm256_permutevar8x32_ps(d8[jj][rr], lane);
                         *a = _mm256_fmadd_ps(d, dot, *a);
                     }
@@ -539,13 +623,23 @@ mod avx2 {
             }
             for (jj, aj) in acc.iter_mut().enumerate() {
                 let p = base.add(jj * row_stride + g * gb);
-                let wv = load_group::<Q4>(p);
+                let wv = load_group::<Q4, VNNI>(p);
                 let bits = w.scales.get_unchecked((j + jj) * groups + g).to_bits();
                 let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
                 for (rr, a) in aj.iter_mut().enumerate() {
-                    let dot = _mm256_cvtepi32_ps(dot32(wv, xv[rr]));
+                    let dot = match VNNI {
+                        true => _mm256_cvtepi32_ps(dot32_vnni::<Q4>(wv, xv[rr])),
+                        false => _mm256_cvtepi32_ps(dot32(wv, xv[rr])),
+                    };
                     let d = _mm256_set1_ps(dw * xq.d.get_unchecked((r + rr) * groups + g));
                     *a = _mm256_fmadd_ps(d, dot, *a);
+                    if offset {
+                        let ds = dw * xq.dsum.get_unchecked((r + rr) * groups + g);
+                        corr[jj][rr] = _mm256_add_ps(
+                            corr[jj][rr],
+                            _mm256_setr_ps(ds, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+                        );
+                    }
                 }
             }
         }
@@ -553,6 +647,9 @@ mod avx2 {
         for jj in 0..J {
             for rr in 0..R {
                 s[jj][rr] = hsum(acc[jj][rr]);
+                if offset {
+                    s[jj][rr] -= 8.0 * hsum(corr[jj][rr]);
+                }
             }
         }
         s
@@ -637,6 +734,14 @@ mod tests {
                 let mut got = vec![0f32; m * n];
                 qlinear_into(&x, m, &w, Some(&b), &mut got);
                 assert!(max_rel(&got, &want) < 1e-5, "{kind:?} {m}x{k}x{n}");
+                // Each instruction set this CPU has, whichever qlinear_into picked.
+                let xq = quantize_rows(&x, m, k);
+                for simd in Simd::available() {
+                    let mut got = vec![0f32; m * n];
+                    qlinear_with(simd, &xq, m, &w, Some(&b), &mut got);
+                    let err = max_rel(&got, &want);
+                    assert!(err < 1e-5, "{kind:?} {simd:?} {m}x{k}x{n}: {err:e}");
+                }
                 let mut port = vec![0f32; m * n];
                 portable_block(&quantize_rows(&x, m, k), m, &w, 0, n, &mut port, m);
                 for r in 0..m {
