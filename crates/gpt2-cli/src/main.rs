@@ -260,6 +260,17 @@ enum Command {
         #[command(flatten)]
         weights: WeightArgs,
     },
+    /// Save a model quantized (8 or 4 bits, groups of 32) as a checkpoint that every command
+    /// loads again without quantizing; its config, generation config and tokenizer come along.
+    Quantize {
+        #[arg(long)]
+        model: String,
+        #[arg(long, value_enum)]
+        quantize: Quant,
+        /// The directory to write (created if needed; not the model's own).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() {
@@ -402,6 +413,11 @@ fn run(command: Command) -> Result<()> {
         Command::Attention(args) => pictures::attention(&args),
         Command::LogitLens(args) => pictures::logit_lens(&args),
         Command::Inspect { model, weights } => inspect(&model, weights),
+        Command::Quantize {
+            model,
+            quantize,
+            out,
+        } => quantize_checkpoint(&model, quantize, &out),
         Command::Bench {
             model,
             python,
@@ -428,10 +444,12 @@ fn run(command: Command) -> Result<()> {
 /// How the big matrices are stored, on every command that loads a model.
 #[derive(Args, Debug, Clone, Copy)]
 pub(crate) struct WeightArgs {
-    /// Weight format: f32, f16 or bf16 (the math is f32 whatever the weights).
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: Dtype,
-    /// Quantize the weights to 8 or 4 bits (groups of 32, one scale each) instead.
+    /// Weight format: f32, f16 or bf16 (the math is f32 whatever the weights). Default: f32, or
+    /// a quantized checkpoint's own format.
+    #[arg(long, value_enum)]
+    dtype: Option<Dtype>,
+    /// Quantize the weights to 8 or 4 bits (groups of 32, one scale each) instead. A quantized
+    /// checkpoint (`gpt2 quantize`) loads only as what it was saved as.
     #[arg(long, value_enum)]
     quantize: Option<Quant>,
 }
@@ -442,11 +460,20 @@ enum Quant {
     Q4,
 }
 
+impl From<Quant> for QuantKind {
+    fn from(q: Quant) -> QuantKind {
+        match q {
+            Quant::Q8 => QuantKind::Q8,
+            Quant::Q4 => QuantKind::Q4,
+        }
+    }
+}
+
 impl Default for WeightArgs {
-    /// f32, as the pictures use.
+    /// As stored: f32 for a float checkpoint (as the pictures use), a quantized one's own.
     fn default() -> Self {
         WeightArgs {
-            dtype: Dtype::F32,
+            dtype: None,
             quantize: None,
         }
     }
@@ -455,11 +482,8 @@ impl Default for WeightArgs {
 impl WeightArgs {
     fn options(&self) -> LoadOptions {
         LoadOptions {
-            dtype: self.dtype.into(),
-            quantize: self.quantize.map(|q| match q {
-                Quant::Q8 => QuantKind::Q8,
-                Quant::Q4 => QuantKind::Q4,
-            }),
+            dtype: self.dtype.map(DType::from),
+            quantize: self.quantize.map(QuantKind::from),
             ..LoadOptions::default()
         }
     }
@@ -657,5 +681,54 @@ fn inspect(model: &str, weights: WeightArgs) -> Result<()> {
         p.model.transformer.weight_bytes() as f64 / 1e6,
         p.dir.display()
     )?;
+    let stored = match p.quantization {
+        Some(q) => format!(
+            "{} blocks, groups of {} (gpt2-rs quantized checkpoint, format version {})",
+            q.kind.name(),
+            q.group_size,
+            q.version
+        ),
+        None => "float tensors".to_string(),
+    };
+    writeln!(out, "checkpoint: {stored}")?;
+    Ok(())
+}
+
+/// `gpt2 quantize`: load as any class config.json names, quantized, and save.
+fn quantize_checkpoint(model: &str, quant: Quant, out: &Path) -> Result<()> {
+    let opts = LoadOptions {
+        quantize: Some(quant.into()),
+        ..LoadOptions::default()
+    };
+    let p = Pretrained::<gpt2::model::AutoModel>::from_pretrained(model, &opts)
+        .with_context(|| format!("loading model {model}"))?;
+    let before: u64 = gpt2::weights::Weights::from_dir(&p.dir)?
+        .files()
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let saved = p
+        .save_quantized(out)
+        .with_context(|| format!("saving to {}", out.display()))?;
+    let mb = |b: u64| b as f64 / 1e6;
+    eprintln!(
+        "{}: {} matrices as {} blocks, {} other tensors as stored; {} copied",
+        saved.dir.display(),
+        saved.quantized,
+        saved.quantization.kind.name(),
+        saved.copied,
+        if saved.copied_files.is_empty() {
+            "no other files".to_string()
+        } else {
+            saved.copied_files.join(", ")
+        }
+    );
+    println!(
+        "weights: {:.2} MB -> {:.2} MB ({:.0}% of the original files)",
+        mb(before),
+        mb(saved.weights_bytes),
+        100.0 * saved.weights_bytes as f64 / before.max(1) as f64
+    );
     Ok(())
 }

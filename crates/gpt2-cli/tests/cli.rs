@@ -388,3 +388,71 @@ fn refused_generation_settings_are_plain_errors() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// `gpt2 quantize` writes a checkpoint every command loads as it was saved: the same tokens as
+/// quantizing at load, the format in `inspect`, another format refused.
+#[test]
+fn quantize_then_generate_on_the_saved_directory() {
+    let src = model("gpt2-vocab");
+    let dir = common::scratch("quantize");
+    for q in ["q8", "q4"] {
+        let out = dir.join(q);
+        let out = out.to_str().unwrap();
+        let printed = ok(&["quantize", "--model", &src, "--quantize", q, "--out", out]);
+        assert!(
+            printed.starts_with("weights: ") && printed.contains(" MB -> "),
+            "{printed}"
+        );
+        for f in ["model.safetensors", "config.json", "generation_config.json"] {
+            assert!(std::path::Path::new(out).join(f).is_file(), "{q}: {f}");
+        }
+        let gen = |m: &str, extra: &[&str]| {
+            let mut args = vec!["generate", "--model", m, "--max-new-tokens", "8", "--json"];
+            args.extend_from_slice(extra);
+            args.extend(["Hello", "The quick brown fox"]);
+            json(&args)
+        };
+        let saved = gen(out, &[]);
+        assert_eq!(saved, gen(&src, &["--quantize", q]), "{q}");
+        assert_eq!(saved, gen(out, &["--quantize", q]), "{q}");
+        let next = ok(&["next-token", "--model", out, "--top-k", "3", "Hello"]);
+        assert_eq!(next.lines().count(), 3, "{next}");
+        let inspect = ok(&["inspect", "--model", out]);
+        assert!(inspect.contains(&format!("weights: {q} (")), "{inspect}");
+        assert!(
+            inspect.contains(&format!("checkpoint: {q} blocks")),
+            "{inspect}"
+        );
+        let other = if q == "q8" { "q4" } else { "q8" };
+        let err = fails(&["generate", "--model", out, "--quantize", other, "Hello"]);
+        assert!(err.contains(&format!("quantized to {q}")), "{err}");
+        let err = fails(&["generate", "--model", out, "--dtype", "f16", "Hello"]);
+        assert!(err.contains("not f16"), "{err}");
+    }
+    // A task head: classify reads the saved directory like the original quantized at load.
+    let cls = dir.join("seq-cls");
+    let cls = cls.to_str().unwrap();
+    ok(&[
+        "quantize",
+        "--model",
+        &model("seq-cls"),
+        "--quantize",
+        "q8",
+        "--out",
+        cls,
+    ]);
+    let classify = |m: &str, extra: &[&str]| {
+        let mut args = vec!["classify", "--model", m, "--all-labels", "--json"];
+        args.extend_from_slice(extra);
+        args.push("I loved it");
+        json(&args)
+    };
+    assert_eq!(
+        classify(cls, &[]),
+        classify(&model("seq-cls"), &["--quantize", "q8"])
+    );
+    // Not over the checkpoint being read.
+    let err = fails(&["quantize", "--model", cls, "--quantize", "q8", "--out", cls]);
+    assert!(err.contains("overwrite"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -58,6 +58,23 @@ pub enum Error {
     #[error("this is a {found} model; {wanted} is needed")]
     WrongArchitecture { found: String, wanted: String },
 
+    /// A quantized checkpoint this library cannot read: another format version or group size,
+    /// or a `quantization_config` of another method (bitsandbytes, GPTQ, ...).
+    #[error("{}: {what} is not supported (this library reads its own quantized checkpoints, quant_method \"gpt2-rs\" version 1, groups of 32)", path.display())]
+    UnsupportedQuantization { path: PathBuf, what: String },
+
+    /// A quantized checkpoint asked for in another format: its blocks are loaded as stored,
+    /// never dequantized and converted.
+    #[error(
+        "{}: the checkpoint is quantized to {stored}, so it loads only as {stored}, not {requested} (ask for {stored} or for no format, or load the original float checkpoint as {requested})",
+        path.display()
+    )]
+    QuantizedFormat {
+        path: PathBuf,
+        stored: String,
+        requested: String,
+    },
+
     /// Resolving or downloading a model from the Hugging Face hub.
     #[error("{0}")]
     Hub(String),

@@ -12,42 +12,57 @@ use gpt2_tokenizer::Tokenizer;
 use crate::config::{Config, GenerationConfigFile};
 use crate::error::{Error, Result};
 use crate::model::quant::QuantKind;
+use crate::model::save::{save_quantized, BigMatrices, SavedCheckpoint};
 use crate::model::WeightFormat;
 use crate::model::{FromWeights, Gpt2LmHeadModel};
-use crate::weights::{resolve_model_dir, ResolveOptions, Weights};
+use crate::weights::quantized::checkpoint_quantization;
+use crate::weights::{resolve_model_dir, Quantization, ResolveOptions, Weights};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// The big matrices' float format (f32, f16 or bf16); activations are f32 regardless.
-    pub dtype: DType,
-    /// Quantize the big matrices instead (8-bit or 4-bit, groups of 32).
+    /// The big matrices' float format (f32, f16 or bf16). None: f32, or a quantized
+    /// checkpoint's own format. Activations are f32 regardless.
+    pub dtype: Option<DType>,
+    /// Quantize the big matrices instead (8-bit or 4-bit, groups of 32). A quantized checkpoint
+    /// loads only in its own format: asking it for another is [`Error::QuantizedFormat`].
     pub quantize: Option<QuantKind>,
     pub resolve: ResolveOptions,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions {
-            dtype: DType::F32,
-            quantize: None,
-            resolve: ResolveOptions::default(),
-        }
-    }
 }
 
 impl LoadOptions {
     /// Options that load the big matrices in `format`.
     pub fn for_format(format: WeightFormat) -> LoadOptions {
         LoadOptions {
-            dtype: format.load_dtype(),
+            dtype: format.quant_kind().is_none().then(|| format.load_dtype()),
             quantize: format.quant_kind(),
             ..LoadOptions::default()
         }
     }
 
-    /// The format the big matrices are loaded in.
+    /// The format asked for (f32 when nothing is).
     pub fn format(&self) -> Result<WeightFormat> {
-        WeightFormat::from_load(self.dtype, self.quantize)
+        WeightFormat::from_load(self.dtype.unwrap_or(DType::F32), self.quantize)
+    }
+
+    /// The format to load a checkpoint with quantization `stored` in: the one asked for; for a
+    /// quantized checkpoint its own, which is the only one it can be asked for.
+    pub fn format_for(&self, stored: Option<Quantization>, origin: &Path) -> Result<WeightFormat> {
+        let Some(q) = stored else {
+            return self.format();
+        };
+        let own = WeightFormat::quantized(q.kind);
+        let asked = match (self.quantize, self.dtype) {
+            (None, None) => return Ok(own),
+            _ => self.format()?,
+        };
+        if asked != own {
+            return Err(Error::QuantizedFormat {
+                path: origin.to_path_buf(),
+                stored: own.name().to_string(),
+                requested: asked.name().to_string(),
+            });
+        }
+        Ok(own)
     }
 }
 
@@ -57,6 +72,9 @@ pub struct Pretrained<M = Gpt2LmHeadModel> {
     pub config: Config,
     pub generation_config: Option<GenerationConfigFile>,
     pub model: M,
+    /// How the checkpoint was saved quantized (None for a float checkpoint, whatever format it
+    /// was loaded in).
+    pub quantization: Option<Quantization>,
     /// Loaded on first use: many tasks (inspect, forward on ids) never need it.
     tokenizer: OnceLock<std::result::Result<Option<Tokenizer>, String>>,
 }
@@ -82,15 +100,38 @@ impl<M: FromWeights> Pretrained<M> {
             None
         };
         let weights = Weights::from_dir(&dir)?;
-        let model = M::from_weights(&weights, &config, opts.format()?, &Device::Cpu)?;
+        let quantization = checkpoint_quantization(&weights, &config)?;
+        let format = opts.format_for(quantization, weights.origin())?;
+        let model = M::from_weights(&weights, &config, format, &Device::Cpu)?;
         drop(weights);
         Ok(Pretrained {
             dir,
             config,
             generation_config,
             model,
+            quantization,
             tokenizer: OnceLock::new(),
         })
+    }
+}
+
+impl<M: BigMatrices> Pretrained<M> {
+    /// Save the model, loaded quantized, to `dir` as a quantized checkpoint (see
+    /// [`save_quantized`]), with the generation config and tokenizer files of the directory it
+    /// came from. Loading `dir` gives the same matrices, bit for bit, without quantizing.
+    pub fn save_quantized(&self, dir: &Path) -> Result<SavedCheckpoint> {
+        let source = Weights::from_dir(&self.dir)?;
+        let mut saved = save_quantized(&self.model, &source, &self.config, dir)?;
+        // What a hub download brings besides the weights: generation settings, tokenizer.
+        for name in crate::weights::hub::OPTIONAL_FILES {
+            let from = self.dir.join(name);
+            if from.is_file() {
+                let to = dir.join(name);
+                std::fs::copy(&from, &to).map_err(|e| Error::io(&to, e))?;
+                saved.copied_files.push(name.to_string());
+            }
+        }
+        Ok(saved)
     }
 }
 

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::activation::Act;
 use super::cache::Cache;
-use super::weight::{Weight, WeightFormat};
+use super::weight::{check_stored_format, Weight, WeightFormat};
 use super::{ForwardArgs, ModelOutput};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -229,22 +229,29 @@ impl Block {
         let (e, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
         let ln_1 = LayerNorm::load(w, &format!("{p}.ln_1"), e, eps, dev)?;
         // The four matrices in one allocation, each kept [out, in] (see Conv1D); quantized
-        // formats quantize them from f32.
+        // formats quantize them from f32, or take a quantized checkpoint's blocks as stored.
         let inner = cfg.inner_dim();
         let names = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
             .map(|m| format!("{p}.{m}.weight"));
         let shapes = [[e, 3 * e], [e, e], [e, inner], [inner, e]];
-        let specs: Vec<(&str, &[usize], bool)> = names
-            .iter()
-            .zip(&shapes)
-            .map(|(n, s)| (n.as_str(), &s[..], true))
-            .collect();
-        let loaded = w.get_many(&specs, format.load_dtype(), dev)?;
-        let mut weights = loaded
-            .into_iter()
-            .map(|t| Weight::from_tensor(t, format))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter();
+        let loaded = if w.quantization().is_some() {
+            names
+                .iter()
+                .zip(&shapes)
+                .map(|(n, s)| Weight::load(w, n, (s[1], s[0]), format, dev))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            let specs: Vec<(&str, &[usize], bool)> = names
+                .iter()
+                .zip(&shapes)
+                .map(|(n, s)| (n.as_str(), &s[..], true))
+                .collect();
+            w.get_many(&specs, format.load_dtype(), dev)?
+                .into_iter()
+                .map(|t| Weight::from_tensor(t, format))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let mut weights = loaded.into_iter();
         let mut next = || weights.next().expect("four tensors asked for");
         let (c_attn, attn_proj, c_fc, mlp_proj) = (next(), next(), next(), next());
         Ok(Block {
@@ -301,6 +308,8 @@ impl Gpt2Model {
         device: &Device,
     ) -> Result<Self> {
         let format = format.into();
+        crate::weights::quantized::checkpoint_quantization(w, cfg)?;
+        check_stored_format(w, format)?;
         check_weights_match_config(w, cfg)?;
         let (e, dev) = (cfg.n_embd, device);
         // state_dict order, so the first mismatch reported is the first a reader would check.

@@ -20,6 +20,7 @@ pub mod matvec;
 pub mod quant;
 mod question_answering;
 mod repr;
+pub mod save;
 mod sequence_classification;
 mod summary;
 mod token_classification;
@@ -40,6 +41,7 @@ pub use loss::{
 };
 pub use question_answering::Gpt2ForQuestionAnswering;
 pub use repr::{module_tree, python_float};
+pub use save::{save_quantized, BigMatrices, SavedCheckpoint};
 pub use sequence_classification::Gpt2ForSequenceClassification;
 pub use summary::{SequenceSummary, SummaryType};
 pub use token_classification::Gpt2ForTokenClassification;

@@ -77,6 +77,13 @@ impl WeightFormat {
         }
     }
 
+    pub fn quantized(kind: QuantKind) -> WeightFormat {
+        match kind {
+            QuantKind::Q8 => WeightFormat::Q8,
+            QuantKind::Q4 => WeightFormat::Q4,
+        }
+    }
+
     pub fn quant_kind(self) -> Option<QuantKind> {
         match self {
             WeightFormat::Q8 => Some(QuantKind::Q8),
@@ -95,6 +102,19 @@ impl From<DType> for WeightFormat {
             DType::BF16 => WeightFormat::BF16,
             _ => WeightFormat::F32,
         }
+    }
+}
+
+/// A quantized checkpoint loads only in its own format (its blocks are never dequantized and
+/// converted): another is [`Error::QuantizedFormat`]. Float checkpoints load in any.
+pub(crate) fn check_stored_format(w: &crate::weights::Weights, format: WeightFormat) -> Result<()> {
+    match w.quantization() {
+        Some(q) if format.quant_kind() != Some(q.kind) => Err(Error::QuantizedFormat {
+            path: w.origin().to_path_buf(),
+            stored: q.kind.name().to_string(),
+            requested: format.name().to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -136,7 +156,8 @@ impl Weight {
     }
 
     /// The 2-d tensor `name` of `w` (`[n, k]`, stored as `[out, in]`) in `format`. Quantized
-    /// formats convert it a slice of rows at a time, so a large matrix (wte) is never all in f32.
+    /// formats convert it a slice of rows at a time, so a large matrix (wte) is never all in f32;
+    /// a quantized checkpoint's blocks are taken as stored (`format` must be theirs).
     pub fn load(
         w: &crate::weights::Weights,
         name: &str,
@@ -144,6 +165,10 @@ impl Weight {
         format: WeightFormat,
         device: &Device,
     ) -> Result<Weight> {
+        if w.quantization().is_some() {
+            check_stored_format(w, format)?;
+            return Ok(Weight::Quant(Arc::new(w.get_quantized(name, (n, k))?)));
+        }
         match format.quant_kind() {
             None => Weight::from_tensor(w.get(name, &[n, k], format.load_dtype(), device)?, format),
             Some(kind) => {

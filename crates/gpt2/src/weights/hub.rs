@@ -47,9 +47,10 @@ const RENAMED: [(&str, &str); 5] = [
     ("distilgpt2", "distilbert/distilgpt2"),
 ];
 
-/// Files fetched besides the weights when present; only config.json is required.
+/// Files fetched besides the weights when present; only config.json is required. A saved
+/// quantized checkpoint copies the optional ones too.
 const CONFIG: &str = "config.json";
-const OPTIONAL_FILES: [&str; 6] = [
+pub(crate) const OPTIONAL_FILES: [&str; 6] = [
     "generation_config.json",
     "tokenizer.json",
     "vocab.json",

@@ -5,10 +5,12 @@
 //!
 //! Files stay mapped for the life of [`Weights`]; [`Weights::get`] copies one tensor's bytes
 //! straight from the map into a candle tensor, converting the dtype in that same pass.
+//! A quantized checkpoint's matrices are read as stored blocks ([`quantized`]).
 
 mod convert;
 pub mod hub;
 mod pickle;
+pub mod quantized;
 mod safetensors;
 mod torch;
 mod zip;
@@ -25,6 +27,7 @@ use crate::error::{Error, Result};
 
 pub use convert::advised_vec;
 pub use hub::{resolve_model_dir, ResolveOptions};
+pub use quantized::Quantization;
 
 /// The weight files [`Weights::from_dir`] looks for, in order of preference.
 pub const WEIGHT_FILES: [&str; 4] = [
@@ -195,6 +198,8 @@ pub struct Weights {
     origin: PathBuf,
     /// Names handed out by get / get_opt, so the model can list what it did not use.
     used: Mutex<BTreeSet<String>>,
+    /// Set when the files are a quantized checkpoint (their safetensors metadata says so).
+    quantization: Option<Quantization>,
 }
 
 impl std::fmt::Debug for Weights {
@@ -270,6 +275,7 @@ impl Weights {
             tensors: BTreeMap::new(),
             origin,
             used: Mutex::new(BTreeSet::new()),
+            quantization: None,
         };
         for path in files {
             weights.open(path)?;
@@ -283,7 +289,25 @@ impl Weights {
     fn open(&mut self, path: PathBuf) -> Result<()> {
         let map = map_file(&path)?;
         let raw = match Format::detect(&path, &map) {
-            Format::Safetensors => safetensors::read(&path, &map)?,
+            Format::Safetensors => {
+                let (raw, metadata) = safetensors::read(&path, &map)?;
+                let found = Quantization::from_metadata(&path, &metadata)?;
+                match (self.quantization, found) {
+                    (Some(prev), Some(q)) if prev != q => {
+                        return Err(Error::weights(
+                            &path,
+                            format!(
+                                "quantized to {} where the other files are {}",
+                                q.kind.name(),
+                                prev.kind.name()
+                            ),
+                        ))
+                    }
+                    (None, Some(q)) => self.quantization = Some(q),
+                    _ => {}
+                }
+                raw
+            }
             Format::TorchZip => torch::read_zip(&path, &map)?,
             Format::TorchLegacy => torch::read_legacy(&path, &map)?,
             Format::TorchTar => {
@@ -490,8 +514,15 @@ impl Weights {
         &self.origin
     }
 
+    /// Whether the checkpoint has `name`; in a quantized checkpoint, a quantized matrix counts
+    /// under its own name (`lm_head.weight` for `lm_head.weight.qdata`).
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(canonical(name))
+        let name = canonical(name);
+        self.tensors.contains_key(name)
+            || (self.quantization.is_some()
+                && self
+                    .tensors
+                    .contains_key(&format!("{name}{}", quantized::QDATA_SUFFIX)))
     }
 
     /// Canonical names, sorted; legacy buffers excluded.

@@ -1,7 +1,9 @@
 //! safetensors: an 8-byte little-endian header length, a JSON header (dtype, shape, byte range
 //! of each tensor), then the tensors' bytes. The `safetensors` crate validates the header
-//! (ranges in bounds, contiguous, sizes matching shapes); we keep only where each tensor lies.
+//! (ranges in bounds, contiguous, sizes matching shapes); we keep where each tensor lies, and
+//! the header's `__metadata__` (where a quantized checkpoint says so, see [`super::quantized`]).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use ::safetensors::tensor::{Dtype, SafeTensorError};
@@ -10,7 +12,8 @@ use ::safetensors::SafeTensors;
 use super::{RawTensor, StoredDType};
 use crate::error::{Error, Result};
 
-pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<Vec<RawTensor>> {
+/// The tensors, and the header's `__metadata__` (empty when there is none).
+pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<(Vec<RawTensor>, HashMap<String, String>)> {
     let bad = |msg: String| Error::weights(path, format!("not a valid safetensors file: {msg}"));
     // Say what is wrong in the file's own terms before the crate's terser error does.
     let Some(len) = bytes.get(..8) else {
@@ -53,7 +56,7 @@ pub(super) fn read(path: &Path, bytes: &[u8]) -> Result<Vec<RawTensor>> {
             offset: data_start + info.data_offsets.0,
         });
     }
-    Ok(out)
+    Ok((out, metadata.metadata().clone().unwrap_or_default()))
 }
 
 fn describe(e: SafeTensorError) -> String {
