@@ -8,6 +8,8 @@ bandwidth drifts by a quarter over minutes, and ratios of timings taken far apar
 Prints one JSON line when the model is loaded (versions, threads, import and load time), then
 answers one JSON line per JSON line read on stdin:
     {"op": "prefill", "n": 512, "repeats": 5}                       -> {"s": median seconds}
+Prefill is what generate() does with a prompt: one forward with the KV cache, logits of the last
+position only.
     {"op": "decode", "batch": 8, "beams": 1, "new": 64, "repeats": 3} -> {"tok_s": median rate}
     {"op": "quit"}
 Decoding is greedy generate() from 16 random prompt tokens, no eos (so exactly `new` tokens),
@@ -63,7 +65,8 @@ def main():
         with torch.inference_mode():
             if req["op"] == "prefill":
                 ids = torch.randint(0, vocab, (1, req["n"]), generator=g)
-                out = {"s": timed(lambda: model(ids), req["repeats"])}
+                run = lambda: model(ids, use_cache=True, logits_to_keep=1)
+                out = {"s": timed(run, req["repeats"])}
             elif req["op"] == "decode":
                 ids = torch.randint(0, vocab, (req["batch"], 16), generator=g)
                 kwargs = dict(max_new_tokens=req["new"], do_sample=False, num_beams=req["beams"],

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use gpt2::config::TokenIds;
 use gpt2::generation::{self, GenerateOptions, GenerationConfig, Prompts};
-use gpt2::model::{matvec, ForwardArgs, WeightFormat};
+use gpt2::model::{matvec, Cache, ForwardArgs, WeightFormat};
 use gpt2::{LoadOptions, Pretrained};
 use serde_json::{json, Value};
 
@@ -85,7 +85,8 @@ fn timed(repeats: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
 /// One measurement, as every side runs it.
 #[derive(Clone, Copy)]
 enum Item {
-    /// A forward over n tokens (all logits), seconds.
+    /// A prompt of n tokens through the model as generate() runs it (KV cache filled, logits
+    /// of the last position only), seconds.
     Prefill(usize),
     /// Greedy or beam generate() from 16 prompt tokens, tokens per second (all rows).
     Decode {
@@ -234,6 +235,7 @@ pub fn worker(model: &str, format: &str) -> Result<()> {
         loaded = Some(p);
     }
     let p = loaded.expect("loaded three times");
+    crate::keep_freed_memory();
     let mut out = std::io::stdout().lock();
     let hello = json!({
         "format": format.name(),
@@ -252,7 +254,12 @@ pub fn worker(model: &str, format: &str) -> Result<()> {
                 let ids = Tensor::new(random_ids(num("n"), vocab, 0).as_slice(), &Device::Cpu)?
                     .unsqueeze(0)?;
                 let s = timed(num("repeats"), || {
-                    let out = p.model.forward(&ForwardArgs::ids(&ids), None)?;
+                    let args = ForwardArgs {
+                        logits_to_keep: 1,
+                        ..ForwardArgs::ids(&ids)
+                    };
+                    let mut cache = Cache::new(p.config.n_layer);
+                    let out = p.model.forward(&args, Some(&mut cache))?;
                     out.logits.expect("logits");
                     Ok(())
                 })?;

@@ -100,7 +100,10 @@ impl From<PoolingArg> for Pooling {
 }
 
 fn load_as<M: FromWeights>(model: &str, opts: &LoadOptions) -> Result<Pretrained<M>> {
-    Pretrained::<M>::from_pretrained(model, opts).with_context(|| format!("loading model {model}"))
+    let p = Pretrained::<M>::from_pretrained(model, opts)
+        .with_context(|| format!("loading model {model}"))?;
+    crate::keep_freed_memory();
+    Ok(p)
 }
 
 /// `gpt2 pipeline TASK`: the checkpoint is loaded as the class the task needs (an error when it

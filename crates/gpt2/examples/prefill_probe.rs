@@ -1,3 +1,5 @@
+//! Prefill time at a few lengths: `cargo run --release -p gpt2 --example prefill_probe -- DIR [N...]`.
+
 use candle_core::{Device, Tensor};
 use gpt2::model::{Cache, ForwardArgs};
 use gpt2::{LoadOptions, Pretrained};
@@ -8,8 +10,19 @@ fn main() -> gpt2::Result<()> {
         .build_global()
         .unwrap();
     let p = Pretrained::load(&std::env::args().nth(1).unwrap(), &LoadOptions::default())?;
-    for n in [1usize, 2, 4, 8, 9, 16, 32, 64] {
-        let ids: Vec<u32> = (0..n as u32).map(|i| i * 17 + 3).collect();
+    // Lengths to time: the arguments after the model, else a spread around the fused path's
+    // cut-over (matvec::MAX_ROWS).
+    let lengths: Vec<usize> = std::env::args()
+        .skip(2)
+        .map(|a| a.parse().expect("a length"))
+        .collect();
+    let lengths = if lengths.is_empty() {
+        vec![1, 2, 4, 8, 9, 16, 32, 64]
+    } else {
+        lengths
+    };
+    for n in lengths {
+        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 17 + 3) % 50257).collect();
         let ids = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
         let mut best = f64::MAX;
         for _ in 0..5 {
