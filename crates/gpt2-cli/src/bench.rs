@@ -20,7 +20,9 @@ use candle_core::{DType, Device, Tensor};
 use gpt2::config::TokenIds;
 use gpt2::generation::{self, GenerateOptions, GenerationConfig, Prompts};
 use gpt2::model::{matvec, Cache, ForwardArgs, WeightFormat};
-use gpt2::{LoadOptions, Pretrained};
+use gpt2::pretrained::load_tokenizer;
+use gpt2::weights::resolve_model_dir;
+use gpt2::{Config, LoadOptions, Pretrained};
 use serde_json::{json, Value};
 
 const TORCH_SCRIPT: &str = include_str!("../../../scripts/bench_torch.py");
@@ -297,8 +299,9 @@ pub fn worker(model: &str, format: &str) -> Result<()> {
     Ok(())
 }
 
-/// Log-probabilities of every next token over `ids`: `[positions, vocab]` as f32.
-fn log_probs(p: &Pretrained, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+/// Log-probabilities of every next token over `ids`: `[positions, vocab]`, in f64 (the
+/// divergences measured are down to 1e-7 nats, below what f32 log-probabilities resolve).
+fn log_probs(p: &Pretrained, ids: &[u32]) -> Result<Vec<Vec<f64>>> {
     let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
     let logits = p
         .model
@@ -311,9 +314,14 @@ fn log_probs(p: &Pretrained, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
     Ok(logits
         .into_iter()
         .map(|row| {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let lse = max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
-            row.into_iter().map(|x| x - lse).collect()
+            let max = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            row.into_iter().map(|x| x as f64 - lse).collect()
         })
         .collect())
 }
@@ -326,7 +334,7 @@ fn kl_request(p: &Pretrained, req: &Value) -> Result<Value> {
     let path = Path::new(req["path"].as_str().context("kl request without a path")?);
     let mine = log_probs(p, &ids)?;
     if req["write"].as_bool() == Some(true) {
-        let flat: Vec<f32> = mine.iter().flatten().copied().collect();
+        let flat: Vec<f64> = mine.iter().flatten().copied().collect();
         let t = Tensor::from_vec(flat, (mine.len(), mine[0].len()), &Device::Cpu)?;
         candle_core::safetensors::save(
             &std::collections::HashMap::from([("log_probs".to_string(), t)]),
@@ -335,15 +343,11 @@ fn kl_request(p: &Pretrained, req: &Value) -> Result<Value> {
         return Ok(json!({"kl_mean": 0.0, "kl_max": 0.0, "top1": 1.0}));
     }
     let reference = candle_core::safetensors::load(path, &Device::Cpu)?;
-    let reference = reference["log_probs"].to_vec2::<f32>()?;
-    let argmax = |v: &[f32]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
+    let reference = reference["log_probs"].to_vec2::<f64>()?;
+    let argmax = |v: &[f64]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
     let (mut sum, mut max, mut agree) = (0f64, 0f64, 0usize);
     for (r, m) in reference.iter().zip(&mine) {
-        let kl: f64 = r
-            .iter()
-            .zip(m)
-            .map(|(&a, &b)| (a as f64).exp() * (a as f64 - b as f64))
-            .sum();
+        let kl: f64 = r.iter().zip(m).map(|(&a, &b)| a.exp() * (a - b)).sum();
         sum += kl;
         max = max.max(kl);
         agree += usize::from(argmax(r) == argmax(m));
@@ -374,20 +378,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if formats.is_empty() {
         bail!("--formats needs at least one of f32, f16, bf16, q8, q4");
     }
-    // The checkpoint, resolved once (a hub id becomes a local directory for the workers).
-    let probe = Pretrained::load(args.model, &LoadOptions::for_format(WeightFormat::Q4))
-        .with_context(|| format!("loading {}", args.model))?;
-    let dir = probe.dir.clone();
-    let cfg = probe.config.clone();
+    // The checkpoint, resolved once (a hub id becomes a local directory for the workers); the
+    // weights are left to them.
+    let dir = resolve_model_dir(args.model, &LoadOptions::default().resolve)
+        .with_context(|| format!("finding {}", args.model))?;
+    let cfg = Config::from_file(dir.join("config.json"))?;
     let kl_ids: Vec<u32> = match args.kl_tokens {
         0 => Vec::new(),
         n => {
-            let mut ids = probe.tokenizer()?.encode(KL_TEXT);
+            let mut ids = load_tokenizer(&dir, &cfg)?.encode(KL_TEXT);
             ids.truncate(n.min(cfg.n_positions));
             ids
         }
     };
-    drop(probe);
     for &n in args.prefill {
         if n == 0 || n > cfg.n_positions {
             bail!("prefill length {n} must be in 1..={}", cfg.n_positions);

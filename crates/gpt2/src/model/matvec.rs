@@ -620,7 +620,8 @@ mod tests {
                 let mut got = vec![0f32; m * n];
                 linear_into(&x, m, &w, n, Some(&b), &mut got);
                 assert!(max_rel(&got, &want) < 1e-5, "{what} {m}x{k}x{n}");
-                let mut kernels: Vec<(String, Box<dyn Fn(&mut [f32])>)> = Vec::new();
+                type Kernel = Box<dyn Fn(&mut [f32])>;
+                let mut kernels: Vec<(String, Kernel)> = Vec::new();
                 for simd in Simd::available() {
                     let (x, w) = (x.clone(), w.clone());
                     kernels.push((
