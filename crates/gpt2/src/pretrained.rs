@@ -13,6 +13,7 @@ use crate::config::{Config, GenerationConfigFile};
 use crate::error::{Error, Result};
 use crate::model::quant::QuantKind;
 use crate::model::save::{save_quantized, BigMatrices, SavedCheckpoint};
+use crate::model::weight::require_stored_format;
 use crate::model::WeightFormat;
 use crate::model::{FromWeights, Gpt2LmHeadModel};
 use crate::weights::quantized::checkpoint_quantization;
@@ -51,16 +52,8 @@ impl LoadOptions {
             return self.format();
         };
         let own = WeightFormat::quantized(q.kind);
-        let asked = match (self.quantize, self.dtype) {
-            (None, None) => return Ok(own),
-            _ => self.format()?,
-        };
-        if asked != own {
-            return Err(Error::QuantizedFormat {
-                path: origin.to_path_buf(),
-                stored: own.name().to_string(),
-                requested: asked.name().to_string(),
-            });
+        if (self.quantize, self.dtype) != (None, None) {
+            require_stored_format(origin, q.kind, self.format()?)?;
         }
         Ok(own)
     }

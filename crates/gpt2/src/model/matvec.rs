@@ -18,6 +18,8 @@ pub const MAX_ROWS: usize = 32;
 /// A weight element the float kernels read: f32, or f16 / bf16 widened to f32 as it is loaded
 /// (so the arithmetic is f32 whatever the storage).
 pub trait Element: Copy + Send + Sync + 'static {
+    /// Whether the 512-bit tiles run this type where the CPU has them (measured per type).
+    const WIDE_TILES: bool;
     fn to_f32(self) -> f32;
     /// Eight elements at `p` as f32 lanes.
     ///
@@ -36,6 +38,8 @@ pub trait Element: Copy + Send + Sync + 'static {
 }
 
 impl Element for f32 {
+    /// One thread: 29-30 -> 31 steps/s of gpt2's products.
+    const WIDE_TILES: bool = true;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -53,6 +57,9 @@ impl Element for f32 {
 }
 
 impl Element for half::f16 {
+    /// Widening sixteen halves at once measured slower than eight (one thread, 50-53 -> 47-49
+    /// steps/s).
+    const WIDE_TILES: bool = false;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         half::f16::to_f32(self)
@@ -73,6 +80,8 @@ impl Element for half::f16 {
 }
 
 impl Element for half::bf16 {
+    /// As f16.
+    const WIDE_TILES: bool = false;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         half::bf16::to_f32(self)
@@ -245,13 +254,9 @@ impl Simd {
             // SAFETY: the features avx2::block is compiled for were detected.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { avx2::block(x, m, k, w, out, stride) },
-            // SAFETY: avx512f/vl/bw were detected besides. f32 only: widening sixteen halves
-            // at once measured slower than eight (one thread, f16 50-53 -> 47-49 steps/s),
-            // f32 a little faster (29-30 -> 31).
+            // SAFETY: avx512f/vl/bw were detected besides.
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 if std::mem::size_of::<W>() == 4 => unsafe {
-                avx512::block(x, m, k, w, out, stride)
-            },
+            Simd::Avx512 if W::WIDE_TILES => unsafe { avx512::block(x, m, k, w, out, stride) },
             // SAFETY: avx2, fma and f16c were detected.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx512 => unsafe { avx2::block(x, m, k, w, out, stride) },
@@ -403,8 +408,8 @@ mod avx2 {
 }
 
 /// The AVX2 tiles on 512-bit registers: sixteen weights per load, half the instructions per
-/// byte streamed. (Used for f32; the f16 / bf16 loads stay for the tests' sake and for CPUs
-/// where they win.)
+/// byte streamed. `block` runs them for the types whose [`Element::WIDE_TILES`] says so (f32
+/// today); the tests run them for every type, so a type can be switched on a measurement.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{Element, PREFETCH_BYTES};

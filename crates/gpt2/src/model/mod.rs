@@ -24,7 +24,7 @@ pub mod save;
 mod sequence_classification;
 mod summary;
 mod token_classification;
-mod weight;
+pub(crate) mod weight;
 
 use candle_core::Tensor;
 

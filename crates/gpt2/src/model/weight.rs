@@ -109,13 +109,25 @@ impl From<DType> for WeightFormat {
 /// converted): another is [`Error::QuantizedFormat`]. Float checkpoints load in any.
 pub(crate) fn check_stored_format(w: &crate::weights::Weights, format: WeightFormat) -> Result<()> {
     match w.quantization() {
-        Some(q) if format.quant_kind() != Some(q.kind) => Err(Error::QuantizedFormat {
-            path: w.origin().to_path_buf(),
-            stored: q.kind.name().to_string(),
-            requested: format.name().to_string(),
-        }),
-        _ => Ok(()),
+        Some(q) => require_stored_format(w.origin(), q.kind, format),
+        None => Ok(()),
     }
+}
+
+/// `format` must be `stored`, the format a checkpoint at `origin` was saved quantized in.
+pub(crate) fn require_stored_format(
+    origin: &std::path::Path,
+    stored: QuantKind,
+    format: WeightFormat,
+) -> Result<()> {
+    if format.quant_kind() == Some(stored) {
+        return Ok(());
+    }
+    Err(Error::QuantizedFormat {
+        path: origin.to_path_buf(),
+        stored: stored.name().to_string(),
+        requested: format.name().to_string(),
+    })
 }
 
 /// One `[out, in]` matrix. Cloning shares the storage (a tied lm_head is `wte` itself).

@@ -383,10 +383,7 @@ impl Weights {
         device: &Device,
     ) -> Result<Tensor> {
         self.get_opt(name, shape, dtype, device)?
-            .ok_or_else(|| Error::MissingTensor {
-                path: self.origin.clone(),
-                name: name.to_string(),
-            })
+            .ok_or_else(|| self.missing(name))
     }
 
     /// Like [`Weights::get`], with `None` for a tensor the checkpoint does not have (a tied
@@ -419,12 +416,7 @@ impl Weights {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let (slot, file) = self
-            .slot(name, shape)?
-            .ok_or_else(|| Error::MissingTensor {
-                path: self.origin.clone(),
-                name: name.to_string(),
-            })?;
+        let (slot, file) = self.required_slot(name, shape)?;
         if slot.shape.len() != 2 || rows.start > rows.end || rows.end > slot.shape[0] {
             return Err(Error::weights(
                 &file.path,
@@ -455,12 +447,7 @@ impl Weights {
     ) -> Result<Vec<Tensor>> {
         let mut views = Vec::with_capacity(specs.len());
         for &(name, shape, transpose) in specs {
-            let (slot, file) = self
-                .slot(name, shape)?
-                .ok_or_else(|| Error::MissingTensor {
-                    path: self.origin.clone(),
-                    name: name.to_string(),
-                })?;
+            let (slot, file) = self.required_slot(name, shape)?;
             let view = if transpose && slot.shape.len() == 2 {
                 Slot {
                     shape: vec![slot.shape[1], slot.shape[0]],
@@ -501,6 +488,18 @@ impl Weights {
             });
         }
         Ok(Some((slot, file)))
+    }
+
+    /// [`Weights::slot`], with a tensor the checkpoint lacks an error.
+    fn required_slot(&self, name: &str, shape: &[usize]) -> Result<(&Slot, &MappedFile)> {
+        self.slot(name, shape)?.ok_or_else(|| self.missing(name))
+    }
+
+    fn missing(&self, name: &str) -> Error {
+        Error::MissingTensor {
+            path: self.origin.clone(),
+            name: name.to_string(),
+        }
     }
 
     fn mark_used(&self, name: &str) {

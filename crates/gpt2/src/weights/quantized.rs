@@ -233,12 +233,7 @@ impl Weights {
             ),
             (&scale_name, [n, groups], StoredDType::F16),
         ] {
-            let (slot, file) = self
-                .slot(part, &shape)?
-                .ok_or_else(|| Error::MissingTensor {
-                    path: self.origin.clone(),
-                    name: part.clone(),
-                })?;
+            let (slot, file) = self.required_slot(part, &shape)?;
             if slot.dtype != dtype {
                 return Err(Error::weights(
                     &file.path,
@@ -283,10 +278,7 @@ impl Weights {
         let slot = self
             .tensors
             .get(canonical(name))
-            .ok_or_else(|| Error::MissingTensor {
-                path: self.origin.clone(),
-                name: name.to_string(),
-            })?;
+            .ok_or_else(|| self.missing(name))?;
         let map = &self.files[slot.file].map[..];
         let size = slot.dtype.size();
         let len = slot.numel() * size;
