@@ -441,8 +441,9 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
-/// How the big matrices are stored, on every command that loads a model.
-#[derive(Args, Debug, Clone, Copy)]
+/// How the big matrices are stored, on every command that loads a model. The default is as
+/// stored: f32 for a float checkpoint (as the pictures use), a quantized one's own.
+#[derive(Args, Debug, Clone, Copy, Default)]
 pub(crate) struct WeightArgs {
     /// Weight format: f32, f16 or bf16 (the math is f32 whatever the weights). Default: f32, or
     /// a quantized checkpoint's own format.
@@ -465,16 +466,6 @@ impl From<Quant> for QuantKind {
         match q {
             Quant::Q8 => QuantKind::Q8,
             Quant::Q4 => QuantKind::Q4,
-        }
-    }
-}
-
-impl Default for WeightArgs {
-    /// As stored: f32 for a float checkpoint (as the pictures use), a quantized one's own.
-    fn default() -> Self {
-        WeightArgs {
-            dtype: None,
-            quantize: None,
         }
     }
 }
