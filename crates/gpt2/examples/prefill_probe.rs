@@ -1,7 +1,8 @@
-//! Prefill time at a few lengths: `cargo run --release -p gpt2 --example prefill_probe -- DIR [N...]`.
+//! Prefill time at a few lengths: `cargo run --release -p gpt2 --example prefill_probe -- DIR [N...]`
+//! (`GPT2_FORMAT=q8` and the like for another weight format).
 
 use candle_core::{Device, Tensor};
-use gpt2::model::{Cache, ForwardArgs};
+use gpt2::model::{Cache, ForwardArgs, WeightFormat};
 use gpt2::{LoadOptions, Pretrained};
 use std::time::Instant;
 fn main() -> gpt2::Result<()> {
@@ -9,7 +10,11 @@ fn main() -> gpt2::Result<()> {
         .use_current_thread()
         .build_global()
         .unwrap();
-    let p = Pretrained::load(&std::env::args().nth(1).unwrap(), &LoadOptions::default())?;
+    let format = WeightFormat::from_name(&std::env::var("GPT2_FORMAT").unwrap_or("f32".into()))?;
+    let p = Pretrained::load(
+        &std::env::args().nth(1).unwrap(),
+        &LoadOptions::for_format(format),
+    )?;
     // Lengths to time: the arguments after the model, else a spread around the fused path's
     // cut-over (matvec::MAX_ROWS).
     let lengths: Vec<usize> = std::env::args()

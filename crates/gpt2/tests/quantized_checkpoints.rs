@@ -76,8 +76,8 @@ fn same_blocks(a: &AutoModel, b: &AutoModel) {
             panic!("{name} is not quantized");
         };
         assert_eq!((qa.kind, qa.n, qa.k), (qb.kind, qb.n, qb.k), "{name}");
-        assert!(qa.data() == qb.data(), "{name}: blocks differ");
-        assert!(qa.scales == qb.scales, "{name}: scales differ");
+        assert!(qa.packed() == qb.packed(), "{name}: blocks differ");
+        assert!(qa.packed_scales() == qb.packed_scales(), "{name}: scales differ");
     }
 }
 

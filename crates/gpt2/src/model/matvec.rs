@@ -197,9 +197,6 @@ thread_local! {
 /// How far ahead the kernels prefetch weights: about 48 KiB, and at least the next tile.
 pub(crate) const PREFETCH_BYTES: usize = 48 * 1024;
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use avx2::hsum as avx2_hsum;
-
 /// Which kernels this CPU runs, found once per call (the detection itself is cached by std).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Simd {
@@ -340,7 +337,7 @@ mod avx2 {
     }
 
     #[inline(always)]
-    pub(crate) unsafe fn hsum(v: __m256) -> f32 {
+    unsafe fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps(v, 1);
         let s = _mm_add_ps(lo, hi);

@@ -6,19 +6,42 @@
 //! - q4: `w = d * (q - 8)`, `q` in 0..=15, `d = m / -8` where `m` is the group's value of largest
 //!   magnitude, so it is represented exactly (0.5625 bytes per weight).
 //!
-//! Products quantize the input rows the same way to 8 bits per group of 32 and sum
-//! integer products, one scale multiply per group: a decode step then reads ~1 or ~0.5 bytes
-//! per weight and does a few integer instructions per 32 weights. [`qlinear_reference`] is the
-//! same arithmetic one element at a time; [`QMatrix::dequantize`] gives the f32 matrix the
-//! quantized one stands for.
+//! Products quantize the input rows the same way to 8 bits per group of 32 and sum integer
+//! products, one scale multiply per group. [`qlinear_reference`] is that arithmetic one
+//! element at a time; [`QMatrix::dequantize`] gives the f32 matrix the quantized one stands for.
+//!
+//! In memory the integers are packed for the byte dot-product instructions (VNNI's vpdpbusd:
+//! per 32-bit lane, four unsigned bytes times four signed bytes, summed): rows go in blocks of
+//! 16, one per lane of a 512-bit register, and each lane holds four consecutive columns of its
+//! row. One instruction then takes 64 weight bytes against four input bytes broadcast to every
+//! lane and advances 16 outputs, so a decode step does about one instruction per 30 weight
+//! bytes and no horizontal sums (row-major groups took ~7 instructions per 32 bytes and per row,
+//! and ran out of instruction slots before memory). The same layout serves several input rows
+//! (batches, prompts): each weight register is used once per row.
+//! - q8, per block and group, 512 bytes: `[chunk 0..8][lane 0..16][4 columns]`, each byte
+//!   `q + 128` (unsigned, as vpdpbusd's first operand wants);
+//! - q4, 256 bytes: `[chunk pair 0..4][lane][4 columns]`, the even chunk in the low nibbles and
+//!   the odd one in the high nibbles (one load, a mask and a shift give two chunks);
+//! - scales, per block and group: the 16 rows' f16 scales, side by side.
+//!
+//! The unsigned bytes sum to `q x + offset x`: each group's accumulator starts at
+//! `-offset * sum(x)` instead of zero. Rows past `n` (padding to a whole block) are zero with
+//! scale zero. Checkpoints keep the plain row-major layout ([`QMatrix::row_major`]); packing
+//! at load is a byte shuffle.
 
 use half::f16;
 use rayon::prelude::*;
 
-use super::matvec::{drive, Simd};
+use super::matvec::Simd;
 
 /// Weights per group (one scale each).
 pub const GROUP: usize = 32;
+
+/// Output rows per packed block: the lanes of a 512-bit register.
+pub const BLOCK_ROWS: usize = 16;
+
+/// Columns per lane per instruction (vpdpbusd sums four byte products per lane).
+const QUAD: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantKind {
@@ -34,28 +57,122 @@ impl QuantKind {
         }
     }
 
-    /// Bytes of quantized data per group.
+    /// Bytes of quantized data per group of one row.
     fn group_bytes(self) -> usize {
         match self {
             QuantKind::Q8 => GROUP,
             QuantKind::Q4 => GROUP / 2,
         }
     }
+
+    /// Bytes per group of a packed block of 16 rows.
+    fn block_group_bytes(self) -> usize {
+        BLOCK_ROWS * self.group_bytes()
+    }
+
+    /// What the stored unsigned integers add to the signed values.
+    fn offset(self) -> i32 {
+        match self {
+            QuantKind::Q8 => 128,
+            QuantKind::Q4 => 8,
+        }
+    }
 }
 
-/// A quantized `[n, k]` matrix; rows padded with zeros to a whole number of groups.
-#[derive(Debug, Clone, PartialEq)]
+/// A quantized `[n, k]` matrix, packed in blocks of 16 rows (see the module's notes); rows
+/// padded with zeros to a whole number of groups, and with zero rows to a whole block.
+#[derive(Clone)]
 pub struct QMatrix {
     pub kind: QuantKind,
     pub n: usize,
     pub k: usize,
-    /// Per row, `groups_per_row` groups of `kind.group_bytes()` bytes, from `start` on.
+    /// Per block, per group, `kind.block_group_bytes()` bytes, from `start` on.
     buf: Vec<u8>,
-    /// Where the data begins in `buf`: a 64-byte boundary, so no group's load straddles two
-    /// cache lines.
+    /// Where the data begins in `buf`: a 64-byte boundary, so every 64-byte load is aligned.
     start: usize,
-    /// Per row, one scale per group.
-    pub scales: Vec<f16>,
+    /// Per block, per group, 16 scales.
+    scales: Vec<f16>,
+}
+
+/// Equal when they hold the same numbers (wherever each buffer's alignment put them).
+impl PartialEq for QMatrix {
+    fn eq(&self, other: &QMatrix) -> bool {
+        (self.kind, self.n, self.k) == (other.kind, other.n, other.k)
+            && self.packed() == other.packed()
+            && self.scales == other.scales
+    }
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QMatrix")
+            .field("kind", &self.kind)
+            .field("n", &self.n)
+            .field("k", &self.k)
+            .field("bytes", &self.bytes())
+            .finish()
+    }
+}
+
+/// Where column `i` of a row in lane `lane` sits within its block's group: byte offset, and
+/// for q4 the shift of its nibble.
+#[inline]
+fn packed_at(kind: QuantKind, lane: usize, t: usize) -> (usize, u32) {
+    let (chunk, e) = (t / QUAD, t % QUAD);
+    match kind {
+        QuantKind::Q8 => (chunk * 64 + lane * QUAD + e, 0),
+        QuantKind::Q4 => ((chunk / 2) * 64 + lane * QUAD + e, 4 * (chunk % 2) as u32),
+    }
+}
+
+/// One row-major group (as a checkpoint stores it) as unsigned integers: q8's i8 bytes plus
+/// 128; q4's nibbles (byte t: element t low, element t + 16 high) as they are.
+fn unpack_row_group(kind: QuantKind, bytes: &[u8], u: &mut [u8; GROUP]) {
+    match kind {
+        QuantKind::Q8 => {
+            for (o, &b) in u.iter_mut().zip(bytes) {
+                *o = b ^ 0x80;
+            }
+        }
+        QuantKind::Q4 => {
+            for (t, &b) in bytes.iter().enumerate() {
+                u[t] = b & 0x0f;
+                u[t + GROUP / 2] = b >> 4;
+            }
+        }
+    }
+}
+
+/// The inverse of [`unpack_row_group`].
+fn pack_row_group(kind: QuantKind, u: &[u8; GROUP], bytes: &mut [u8]) {
+    match kind {
+        QuantKind::Q8 => {
+            for (o, &v) in bytes.iter_mut().zip(u) {
+                *o = v ^ 0x80;
+            }
+        }
+        QuantKind::Q4 => {
+            for t in 0..GROUP / 2 {
+                bytes[t] = u[t] | (u[t + GROUP / 2] << 4);
+            }
+        }
+    }
+}
+
+/// Writes one row's group of unsigned integers into its block's packed group.
+fn scatter(kind: QuantKind, lane: usize, u: &[u8; GROUP], block_group: &mut [u8]) {
+    for (t, &v) in u.iter().enumerate() {
+        let (at, shift) = packed_at(kind, lane, t);
+        block_group[at] |= v << shift;
+    }
+}
+
+/// Reads one row's group of unsigned integers out of its block's packed group.
+fn gather(kind: QuantKind, lane: usize, block_group: &[u8], u: &mut [u8; GROUP]) {
+    for (t, v) in u.iter_mut().enumerate() {
+        let (at, shift) = packed_at(kind, lane, t);
+        *v = (block_group[at] >> shift) & if kind == QuantKind::Q4 { 0x0f } else { 0xff };
+    }
 }
 
 impl QMatrix {
@@ -63,24 +180,72 @@ impl QMatrix {
         self.k.div_ceil(GROUP)
     }
 
-    /// The quantized integers: per row, the groups' bytes.
-    pub fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.n * self.groups_per_row() * self.kind.group_bytes()]
+    /// Blocks of 16 rows.
+    pub fn blocks(&self) -> usize {
+        self.n.div_ceil(BLOCK_ROWS)
+    }
+
+    /// The packed integers (what the kernels stream).
+    pub fn packed(&self) -> &[u8] {
+        let len = self.blocks() * self.groups_per_row() * self.kind.block_group_bytes();
+        &self.buf[self.start..self.start + len]
+    }
+
+    /// The packed scales: per block, per group, 16 rows.
+    pub fn packed_scales(&self) -> &[f16] {
+        &self.scales
     }
 
     /// Bytes the matrix occupies (what a product reads).
     pub fn bytes(&self) -> usize {
-        self.data().len() + 2 * self.scales.len()
+        self.packed().len() + 2 * self.scales.len()
     }
 
-    /// Bytes of quantized data per row of a `[_, k]` matrix of `kind` (what [`QMatrix::data`]
-    /// holds per row, padding group included).
+    /// Bytes of quantized data per row of a `[_, k]` matrix of `kind` in the row-major layout
+    /// checkpoints keep (padding group included).
     pub fn row_bytes(kind: QuantKind, k: usize) -> usize {
         k.div_ceil(GROUP) * kind.group_bytes()
     }
 
-    /// A matrix from its parts (a quantized checkpoint's tensors); None when the sizes do not
-    /// fit `[n, k]`.
+    /// An empty (all-zero) packed matrix.
+    fn zeroed(kind: QuantKind, n: usize, k: usize) -> QMatrix {
+        let (groups, blocks) = (k.div_ceil(GROUP), n.div_ceil(BLOCK_ROWS));
+        let (buf, start) = aligned_buffer(blocks * groups * kind.block_group_bytes());
+        QMatrix {
+            kind,
+            n,
+            k,
+            buf,
+            start,
+            scales: vec![f16::ZERO; blocks * groups * BLOCK_ROWS],
+        }
+    }
+
+    /// Fills the matrix block by block, across cores: `fill(j, g, u)` gives row j's group g as
+    /// unsigned integers and returns its scale.
+    fn fill_blocks(&mut self, fill: impl Fn(usize, usize, &mut [u8; GROUP]) -> f16 + Sync) {
+        let (kind, n, groups) = (self.kind, self.n, self.groups_per_row());
+        let bgb = kind.block_group_bytes();
+        let len = self.blocks() * groups * bgb;
+        let start = self.start;
+        self.buf[start..start + len]
+            .par_chunks_mut((groups * bgb).max(1))
+            .zip(self.scales.par_chunks_mut((groups * BLOCK_ROWS).max(1)))
+            .enumerate()
+            .for_each(|(b, (data, scales))| {
+                let mut u = [0u8; GROUP];
+                for lane in 0..BLOCK_ROWS.min(n - b * BLOCK_ROWS) {
+                    let j = b * BLOCK_ROWS + lane;
+                    for g in 0..groups {
+                        scales[g * BLOCK_ROWS + lane] = fill(j, g, &mut u);
+                        scatter(kind, lane, &u, &mut data[g * bgb..(g + 1) * bgb]);
+                    }
+                }
+            });
+    }
+
+    /// A matrix from its parts as a checkpoint stores them (row-major: per row, its groups'
+    /// bytes; per row, its groups' scales); None when the sizes do not fit `[n, k]`.
     pub fn from_parts(
         kind: QuantKind,
         n: usize,
@@ -89,58 +254,76 @@ impl QMatrix {
         scales: Vec<f16>,
     ) -> Option<QMatrix> {
         let groups = k.div_ceil(GROUP);
-        if data.len() != n * groups * kind.group_bytes() || scales.len() != n * groups {
+        let gb = kind.group_bytes();
+        if data.len() != n * groups * gb || scales.len() != n * groups {
             return None;
         }
-        let (mut buf, start) = aligned_buffer(data.len());
-        buf[start..start + data.len()].copy_from_slice(data);
-        Some(QMatrix {
-            kind,
-            n,
-            k,
-            buf,
-            start,
-            scales,
-        })
+        let mut m = QMatrix::zeroed(kind, n, k);
+        m.fill_blocks(|j, g, u| {
+            let at = (j * groups + g) * gb;
+            unpack_row_group(kind, &data[at..at + gb], u);
+            scales[j * groups + g]
+        });
+        Some(m)
+    }
+
+    /// The row-major layout checkpoints keep: (per row, its groups' bytes; per row, its
+    /// groups' scales). The inverse of [`QMatrix::from_parts`].
+    pub fn row_major(&self) -> (Vec<u8>, Vec<f16>) {
+        let (groups, gb) = (self.groups_per_row(), self.kind.group_bytes());
+        let mut data = vec![0u8; self.n * groups * gb];
+        let mut scales = vec![f16::ZERO; self.n * groups];
+        let mut u = [0u8; GROUP];
+        for j in 0..self.n {
+            for g in 0..groups {
+                self.unsigned_group(j, g, &mut u);
+                let at = (j * groups + g) * gb;
+                pack_row_group(self.kind, &u, &mut data[at..at + gb]);
+                scales[j * groups + g] = self.scale(j, g);
+            }
+        }
+        (data, scales)
+    }
+
+    /// Row j's group g as stored: unsigned integers (value plus [`QuantKind::offset`]).
+    fn unsigned_group(&self, j: usize, g: usize, u: &mut [u8; GROUP]) {
+        let bgb = self.kind.block_group_bytes();
+        let at = ((j / BLOCK_ROWS) * self.groups_per_row() + g) * bgb;
+        gather(self.kind, j % BLOCK_ROWS, &self.packed()[at..at + bgb], u);
+    }
+
+    /// Row j's group g as signed integers.
+    fn group_values(&self, j: usize, g: usize, q: &mut [i32; GROUP]) {
+        let mut u = [0u8; GROUP];
+        self.unsigned_group(j, g, &mut u);
+        for (o, &v) in q.iter_mut().zip(&u) {
+            *o = v as i32 - self.kind.offset();
+        }
+    }
+
+    fn scale(&self, j: usize, g: usize) -> f16 {
+        self.scales[((j / BLOCK_ROWS) * self.groups_per_row() + g) * BLOCK_ROWS + j % BLOCK_ROWS]
     }
 
     /// Quantize `w` (`[n, k]`, row-major).
     pub fn quantize(kind: QuantKind, w: &[f32], n: usize, k: usize) -> QMatrix {
         assert_eq!(w.len(), n * k, "w must be [n, k]");
-        let groups = k.div_ceil(GROUP);
-        let gb = kind.group_bytes();
-        let (mut buf, start) = aligned_buffer(n * groups * gb);
-        let mut scales = vec![f16::ZERO; n * groups];
-        // Rows are independent: across cores (this is most of a quantized load's time).
-        buf[start..start + n * groups * gb]
-            .par_chunks_mut((groups * gb).max(1))
-            .zip(scales.par_chunks_mut(groups.max(1)))
-            .enumerate()
-            .for_each(|(j, (row, row_scales))| {
-                let mut group = [0f32; GROUP];
-                for g in 0..groups {
-                    let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
-                    group.fill(0.0);
-                    group[..i1 - i0].copy_from_slice(&w[j * k + i0..j * k + i1]);
-                    let out = &mut row[g * gb..(g + 1) * gb];
-                    row_scales[g] = match kind {
-                        QuantKind::Q8 => quantize_q8(&group, out),
-                        QuantKind::Q4 => quantize_q4(&group, out),
-                    };
-                }
-            });
-        QMatrix {
-            kind,
-            n,
-            k,
-            buf,
-            start,
-            scales,
-        }
+        let mut m = QMatrix::zeroed(kind, n, k);
+        // Blocks are independent: across cores (this is most of a quantized load's time).
+        m.fill_blocks(|j, g, u| {
+            let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
+            let mut group = [0f32; GROUP];
+            group[..i1 - i0].copy_from_slice(&w[j * k + i0..j * k + i1]);
+            match kind {
+                QuantKind::Q8 => quantize_q8(&group, u),
+                QuantKind::Q4 => quantize_q4(&group, u),
+            }
+        });
+        m
     }
 
     /// Quantize an `[n, k]` matrix handed over in slices of rows: `rows(r0..r1)` gives those
-    /// rows as f32. Only one slice is ever held in f32.
+    /// rows as f32. Only one slice (rounded up to whole blocks) is ever held in f32.
     pub fn quantize_by_rows<E>(
         kind: QuantKind,
         n: usize,
@@ -148,39 +331,29 @@ impl QMatrix {
         slice_rows: usize,
         mut rows: impl FnMut(std::ops::Range<usize>) -> std::result::Result<Vec<f32>, E>,
     ) -> std::result::Result<QMatrix, E> {
-        let groups = k.div_ceil(GROUP);
-        let gb = kind.group_bytes();
-        let (mut buf, start) = aligned_buffer(n * groups * gb);
-        let mut scales = vec![f16::ZERO; n * groups];
-        let step = slice_rows.max(1);
+        let mut m = QMatrix::zeroed(kind, n, k);
+        let groups = m.groups_per_row();
+        let block_bytes = groups * kind.block_group_bytes();
+        let step = slice_rows.max(1).next_multiple_of(BLOCK_ROWS);
         for r0 in (0..n).step_by(step) {
             let r1 = (r0 + step).min(n);
-            let part = rows(r0..r1)?;
-            let q = QMatrix::quantize(kind, &part, r1 - r0, k);
-            let bytes = (r1 - r0) * groups * gb;
-            buf[start + r0 * groups * gb..start + r0 * groups * gb + bytes]
-                .copy_from_slice(q.data());
-            scales[r0 * groups..r1 * groups].copy_from_slice(&q.scales);
+            // A slice starts on a block boundary, so its packed blocks are the whole's.
+            let part = QMatrix::quantize(kind, &rows(r0..r1)?, r1 - r0, k);
+            let b0 = r0 / BLOCK_ROWS;
+            let at = m.start + b0 * block_bytes;
+            m.buf[at..at + part.packed().len()].copy_from_slice(part.packed());
+            let s0 = b0 * groups * BLOCK_ROWS;
+            m.scales[s0..s0 + part.scales.len()].copy_from_slice(&part.scales);
         }
-        Ok(QMatrix {
-            kind,
-            n,
-            k,
-            buf,
-            start,
-            scales,
-        })
+        Ok(m)
     }
 
     /// Row `j` as the f32 values it stands for.
     pub fn dequantize_row(&self, j: usize, out: &mut [f32]) {
-        let groups = self.groups_per_row();
-        let gb = self.kind.group_bytes();
-        let mut q = [0i8; GROUP];
-        for g in 0..groups {
-            let at = (j * groups + g) * gb;
-            self.kind.unpack(&self.data()[at..at + gb], &mut q);
-            let d = self.scales[j * groups + g].to_f32();
+        let mut q = [0i32; GROUP];
+        for g in 0..self.groups_per_row() {
+            self.group_values(j, g, &mut q);
+            let d = self.scale(j, g).to_f32();
             let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(self.k));
             for (o, &v) in out[i0..i1].iter_mut().zip(&q) {
                 *o = d * v as f32;
@@ -191,30 +364,10 @@ impl QMatrix {
     /// The whole matrix as f32 `[n, k]`.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.n * self.k];
-        for (j, row) in out.chunks_mut(self.k.max(1)).enumerate() {
-            self.dequantize_row(j, row);
-        }
+        out.par_chunks_mut(self.k.max(1))
+            .enumerate()
+            .for_each(|(j, row)| self.dequantize_row(j, row));
         out
-    }
-}
-
-impl QuantKind {
-    /// One group's integers, as signed values (q4: `q - 8`).
-    fn unpack(self, bytes: &[u8], q: &mut [i8; GROUP]) {
-        match self {
-            QuantKind::Q8 => {
-                for (o, &b) in q.iter_mut().zip(bytes) {
-                    *o = b as i8;
-                }
-            }
-            QuantKind::Q4 => {
-                // Byte t holds element t (low nibble) and element t + 16 (high nibble).
-                for (t, &b) in bytes.iter().enumerate() {
-                    q[t] = (b & 0x0f) as i8 - 8;
-                    q[t + GROUP / 2] = (b >> 4) as i8 - 8;
-                }
-            }
-        }
     }
 }
 
@@ -227,7 +380,8 @@ fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
     (buf, start)
 }
 
-fn quantize_q8(x: &[f32; GROUP], out: &mut [u8]) -> f16 {
+/// One group to unsigned integers `q + 128`; returns the scale.
+fn quantize_q8(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     // Quantize with the scale as stored (f16), so q * d reproduces the values as closely as
@@ -238,13 +392,14 @@ fn quantize_q8(x: &[f32; GROUP], out: &mut [u8]) -> f16 {
     } else {
         0.0
     };
-    for (o, v) in out.iter_mut().zip(x) {
-        *o = (round_small((v * inv).clamp(-127.0, 127.0)) as i8) as u8;
+    for (o, v) in u.iter_mut().zip(x) {
+        *o = (round_small((v * inv).clamp(-127.0, 127.0)) + 128.0) as u8;
     }
     d16
 }
 
-fn quantize_q4(x: &[f32; GROUP], out: &mut [u8]) -> f16 {
+/// One group to unsigned integers `q` in 0..=15 (standing for `q - 8`); returns the scale.
+fn quantize_q4(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
     // The value of largest magnitude maps to -8 exactly (the sign makes the range -8..=7 fit it).
     let m = x
         .iter()
@@ -252,9 +407,8 @@ fn quantize_q4(x: &[f32; GROUP], out: &mut [u8]) -> f16 {
     let d16 = f16::from_f32(m / -8.0);
     let d = d16.to_f32();
     let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q = |v: f32| (round_small((v * inv).clamp(-8.0, 7.0)) + 8.0) as u8;
-    for t in 0..GROUP / 2 {
-        out[t] = q(x[t]) | (q(x[t + GROUP / 2]) << 4);
+    for (o, v) in u.iter_mut().zip(x) {
+        *o = (round_small((v * inv).clamp(-8.0, 7.0)) + 8.0) as u8;
     }
     d16
 }
@@ -263,26 +417,31 @@ fn quantize_q4(x: &[f32; GROUP], out: &mut [u8]) -> f16 {
 pub(crate) struct QuantizedRows {
     /// `[m, groups * 32]`, zero-padded.
     pub q: Vec<i8>,
-    /// `[m, groups]`.
+    /// `[m, groups]`: each group's scale.
     pub d: Vec<f32>,
-    /// `[m, groups]`: each group's scale times the sum of its integers, `d * sum(q)` (what a
-    /// kernel on unsigned q4 integers subtracts, eight times, to undo their offset of 8).
-    pub dsum: Vec<f32>,
+    /// `[m, groups]`: each group's sum of integers (what the unsigned weights' offset adds).
+    pub sum: Vec<i32>,
     pub groups: usize,
 }
 
+impl QuantizedRows {
+    const fn new() -> QuantizedRows {
+        QuantizedRows {
+            q: Vec::new(),
+            d: Vec::new(),
+            sum: Vec::new(),
+            groups: 0,
+        }
+    }
+}
+
 pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize) -> QuantizedRows {
-    let mut rows = QuantizedRows {
-        q: Vec::new(),
-        d: Vec::new(),
-        dsum: Vec::new(),
-        groups: 0,
-    };
+    let mut rows = QuantizedRows::new();
     quantize_rows_into(x, m, k, &mut rows);
     rows
 }
 
-/// [`quantize_rows`] into reused buffers.
+/// [`quantize_rows`] into reused buffers; a prompt's many rows across cores.
 fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     let groups = k.div_ceil(GROUP);
     out.groups = groups;
@@ -290,24 +449,39 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     out.q.resize(m * groups * GROUP, 0);
     out.d.clear();
     out.d.resize(m * groups, 0.0);
-    out.dsum.clear();
-    out.dsum.resize(m * groups, 0.0);
-    for r in 0..m {
+    out.sum.clear();
+    out.sum.resize(m * groups, 0);
+    let row = |(r, ((q, d), sum)): (usize, ((&mut [i8], &mut [f32]), &mut [i32]))| {
         for g in 0..groups {
             let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
             let src = &x[r * k + i0..r * k + i1];
             let amax = src.iter().fold(0f32, |a, v| a.max(v.abs()));
             let dx = amax / 127.0;
             let inv = if dx > 0.0 { 1.0 / dx } else { 0.0 };
-            let dst = &mut out.q[(r * groups + g) * GROUP..];
-            let mut sum = 0i32;
-            for (o, v) in dst.iter_mut().zip(src) {
+            let mut s = 0i32;
+            for (o, v) in q[g * GROUP..].iter_mut().zip(src) {
                 *o = round_small((v * inv).clamp(-127.0, 127.0)) as i8;
-                sum += *o as i32;
+                s += *o as i32;
             }
-            out.d[r * groups + g] = dx;
-            out.dsum[r * groups + g] = dx * sum as f32;
+            d[g] = dx;
+            sum[g] = s;
         }
+    };
+    let size = groups.max(1);
+    if m >= 16 {
+        out.q
+            .par_chunks_mut(size * GROUP)
+            .zip(out.d.par_chunks_mut(size))
+            .zip(out.sum.par_chunks_mut(size))
+            .enumerate()
+            .for_each(row);
+    } else {
+        out.q
+            .chunks_mut(size * GROUP)
+            .zip(out.d.chunks_mut(size))
+            .zip(out.sum.chunks_mut(size))
+            .enumerate()
+            .for_each(row);
     }
 }
 
@@ -324,27 +498,19 @@ fn round_small(x: f32) -> f32 {
 thread_local! {
     /// The calling thread's quantized inputs, reused from one product to the next (a decoding
     /// step makes ~50 of them).
-    static INPUTS: std::cell::RefCell<QuantizedRows> = const {
-        std::cell::RefCell::new(QuantizedRows {
-            q: Vec::new(),
-            d: Vec::new(),
-            dsum: Vec::new(),
-            groups: 0,
-        })
-    };
+    static INPUTS: std::cell::RefCell<QuantizedRows> =
+        const { std::cell::RefCell::new(QuantizedRows::new()) };
 }
 
 /// Quantized input row `r` against weight row `j`, one element at a time.
 fn dot_reference(xq: &QuantizedRows, r: usize, w: &QMatrix, j: usize) -> f32 {
-    let gb = w.kind.group_bytes();
-    let mut wq = [0i8; GROUP];
+    let mut wq = [0i32; GROUP];
     let mut s = 0f32;
     for g in 0..xq.groups {
-        let at = (j * xq.groups + g) * gb;
-        w.kind.unpack(&w.data()[at..at + gb], &mut wq);
+        w.group_values(j, g, &mut wq);
         let qx = &xq.q[(r * xq.groups + g) * GROUP..][..GROUP];
-        let dot: i32 = qx.iter().zip(&wq).map(|(&a, &b)| a as i32 * b as i32).sum();
-        s += xq.d[r * xq.groups + g] * w.scales[j * xq.groups + g].to_f32() * dot as f32;
+        let dot: i32 = qx.iter().zip(&wq).map(|(&a, &b)| a as i32 * b).sum();
+        s += xq.d[r * xq.groups + g] * w.scale(j, g).to_f32() * dot as f32;
     }
     s
 }
@@ -360,30 +526,50 @@ pub fn qlinear_reference(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>,
     }
 }
 
-/// What [`qlinear_reference`] computes, fast (x `[m, k]`, y `[m, n]`).
+/// What [`qlinear_reference`] computes, fast (x `[m, k]`, y `[m, n]`), for any number of rows:
+/// one token's step, a batch, or a whole prompt.
 pub fn qlinear_into(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
     assert_eq!(x.len(), m * w.k, "x must be [m, k]");
     INPUTS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut xq) => {
             quantize_rows_into(x, m, w.k, &mut xq);
-            qlinear_quantized(&xq, m, w, bias, y)
+            qlinear_with(Simd::detect(), &xq, m, w, bias, y)
         }
         // Re-entered on this thread (a product inside a product's task): fresh buffers.
-        Err(_) => qlinear_quantized(&quantize_rows(x, m, w.k), m, w, bias, y),
+        Err(_) => qlinear_with(Simd::detect(), &quantize_rows(x, m, w.k), m, w, bias, y),
     })
 }
 
-fn qlinear_quantized(
-    xq: &QuantizedRows,
-    m: usize,
-    w: &QMatrix,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    qlinear_with(Simd::detect(), xq, m, w, bias, y)
+/// Where the kernels write: `y[r * n + j]`. Each task owns whole blocks of columns, so no two
+/// write the same element.
+#[derive(Clone, Copy)]
+struct Out<'a> {
+    y: *mut f32,
+    n: usize,
+    bias: Option<&'a [f32]>,
 }
 
-/// The product on a chosen instruction set (tests run each one this CPU has).
+// SAFETY: tasks write disjoint columns through it (see qlinear_with).
+unsafe impl Send for Out<'_> {}
+unsafe impl Sync for Out<'_> {}
+
+impl Out<'_> {
+    /// Writes `v` (lanes for columns j0..) to row r, bias added, up to column n.
+    ///
+    /// # Safety
+    /// Row r must be a row of y, and the columns this task's own.
+    #[inline(always)]
+    unsafe fn put(&self, r: usize, j0: usize, v: &[f32]) {
+        for (l, &s) in v.iter().enumerate().take(self.n.saturating_sub(j0)) {
+            let j = j0 + l;
+            *self.y.add(r * self.n + j) = s + self.bias.map_or(0.0, |b| b[j]);
+        }
+    }
+}
+
+/// The product on a chosen instruction set (tests run each one this CPU has). Blocks of 16
+/// output rows are split across cores in runs of about 64 KiB of weights (whole tiles of four
+/// blocks); each task passes every input row over its blocks.
 fn qlinear_with(
     simd: Simd,
     xq: &QuantizedRows,
@@ -392,277 +578,326 @@ fn qlinear_with(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let row_bytes = w.groups_per_row() * (w.kind.group_bytes() + 2);
-    drive(m, w.n, row_bytes, bias, y, |j0, out, stride| {
-        let nb = out.len() / stride;
-        match simd {
-            // SAFETY: avx2, fma and f16c were detected.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => unsafe { avx2::block(xq, m, w, j0, nb, out, stride) },
-            // SAFETY: avx512f/vl/bw and avx512vnni were detected besides.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => unsafe { avx2::block_vnni(xq, m, w, j0, nb, out, stride) },
-            Simd::Portable => portable_block(xq, m, w, j0, nb, out, stride),
+    assert_eq!(y.len(), m * w.n, "y must be [m, n]");
+    let blocks = w.blocks();
+    if m == 0 || blocks == 0 {
+        return;
+    }
+    let block_bytes = w.groups_per_row() * (w.kind.block_group_bytes() + 2 * BLOCK_ROWS);
+    let per_task = (64 * 1024 / block_bytes.max(1)).clamp(1, 1 << 16).next_multiple_of(4);
+    let out = Out {
+        y: y.as_mut_ptr(),
+        n: w.n,
+        bias,
+    };
+    (0..blocks.div_ceil(per_task)).into_par_iter().for_each(|t| {
+        let (b0, b1) = (t * per_task, ((t + 1) * per_task).min(blocks));
+        // SAFETY: y is [m, n] and this task's blocks b0..b1 are its own columns; the
+        // instruction sets were detected.
+        unsafe {
+            match simd {
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx512 => x86::blocks_avx512(xq, m, w, b0, b1, out),
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2 => x86::blocks_avx2(xq, m, w, b0, b1, out),
+                Simd::Portable => portable_blocks(xq, m, w, b0, b1, out),
+            }
         }
     });
 }
 
 /// The scalar kernel for CPUs without AVX2: the reference's arithmetic, per task.
-fn portable_block(
+///
+/// # Safety
+/// As [`Out::put`]: blocks b0..b1 are the caller's columns of y.
+unsafe fn portable_blocks(
     xq: &QuantizedRows,
     m: usize,
     w: &QMatrix,
-    j0: usize,
-    nb: usize,
-    out: &mut [f32],
-    stride: usize,
+    b0: usize,
+    b1: usize,
+    out: Out,
 ) {
-    for j in j0..j0 + nb {
+    for j in b0 * BLOCK_ROWS..(b1 * BLOCK_ROWS).min(w.n) {
         for r in 0..m {
-            out[(j - j0) * stride + r] = dot_reference(xq, r, w, j);
+            out.put(r, j, &[dot_reference(xq, r, w, j)]);
         }
     }
 }
 
+/// The order tiles cover a task's units (columns of 16 rows with AVX-512, 8 with AVX2) and the
+/// input rows: one row takes four units at a time (four independent sums in flight); several
+/// rows take two units at a time, every row passing over them while their weights are in cache,
+/// up to `$max_rows` rows per tile (each weight register serves them all).
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+macro_rules! schedule {
+    ($pass:ident, $q4:literal, $max_rows:literal, $m:expr, $u0:expr, $u1:expr, $($arg:expr),*) => {{
+        let (m, u0, u1) = ($m, $u0, $u1);
+        let mut u = u0;
+        if m == 1 {
+            while u + 4 <= u1 {
+                $pass::<$q4, 1, 4>(0, u, $($arg),*);
+                u += 4;
+            }
+            while u < u1 {
+                $pass::<$q4, 1, 1>(0, u, $($arg),*);
+                u += 1;
+            }
+        } else {
+            while u < u1 {
+                let two = u + 2 <= u1;
+                let mut r = 0;
+                while r < m {
+                    let rows = (m - r).min($max_rows);
+                    match (rows, two) {
+                        (4, true) => $pass::<$q4, 4, 2>(r, u, $($arg),*),
+                        (3, true) => $pass::<$q4, 3, 2>(r, u, $($arg),*),
+                        (2, true) => $pass::<$q4, 2, 2>(r, u, $($arg),*),
+                        (_, true) => $pass::<$q4, 1, 2>(r, u, $($arg),*),
+                        (4, false) => $pass::<$q4, 4, 1>(r, u, $($arg),*),
+                        (3, false) => $pass::<$q4, 3, 1>(r, u, $($arg),*),
+                        (2, false) => $pass::<$q4, 2, 1>(r, u, $($arg),*),
+                        (_, false) => $pass::<$q4, 1, 1>(r, u, $($arg),*),
+                    }
+                    r += rows;
+                }
+                u += if two { 2 } else { 1 };
+            }
+        }
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{QMatrix, QuantKind, QuantizedRows, GROUP};
-    use crate::model::matvec::avx2_hsum as hsum;
+    use super::{Out, QMatrix, QuantKind, QuantizedRows, BLOCK_ROWS, GROUP};
+    const PF: usize = 16384;
 
-    /// One group of 32 weights as bytes: signed, except q4's integers as stored (0..=15)
-    /// when `UNSIGNED` (the VNNI kernel takes off their offset of 8 per group afterwards).
+    /// Four input bytes (columns 4c..4c+4 of row r's group g) as one i32, for broadcasting.
     #[inline(always)]
-    unsafe fn load_group<const Q4: bool, const UNSIGNED: bool>(p: *const u8) -> __m256i {
-        match Q4 {
-            false => _mm256_loadu_si256(p as *const __m256i),
-            true => {
-                let b = _mm_loadu_si128(p as *const __m128i);
-                let mask = _mm_set1_epi8(0x0f);
-                let lo = _mm_and_si128(b, mask);
-                let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), mask);
-                let q = _mm256_set_m128i(hi, lo);
-                match UNSIGNED {
-                    true => q,
-                    false => _mm256_sub_epi8(q, _mm256_set1_epi8(8)),
-                }
-            }
-        }
+    unsafe fn quad(xq: &QuantizedRows, r: usize, g: usize, c: usize) -> i32 {
+        let p = xq.q.as_ptr().add((r * xq.groups + g) * GROUP + 4 * c);
+        std::ptr::read_unaligned(p as *const i32)
     }
 
-    /// [`dot32`] in VNNI's one instruction (vpdpbusd: unsigned bytes times signed bytes,
-    /// summed in fours): q4's unsigned integers go in as they are, q8's through the sign trick.
-    #[inline(always)]
-    unsafe fn dot32_vnni<const Q4: bool>(w: __m256i, x: __m256i) -> __m256i {
-        match Q4 {
-            true => _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x),
-            false => _mm256_dpbusd_epi32(
-                _mm256_setzero_si256(),
-                _mm256_sign_epi8(w, w),
-                _mm256_sign_epi8(x, w),
-            ),
-        }
-    }
-
-    /// Eight i32 partial sums of 32 signed-byte products (neither side -128). maddubs wants
-    /// one unsigned operand: |w| times x carrying w's sign.
-    #[inline(always)]
-    unsafe fn dot32(w: __m256i, x: __m256i) -> __m256i {
-        let aw = _mm256_sign_epi8(w, w);
-        let sx = _mm256_sign_epi8(x, w);
-        let pairs = _mm256_maddubs_epi16(aw, sx);
-        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn block(
-        xq: &QuantizedRows,
-        m: usize,
-        w: &QMatrix,
-        j0: usize,
-        nb: usize,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        // One monomorphised loop per format: no per-group branch on the kind.
-        match w.kind {
-            QuantKind::Q8 => block_kind::<false, false>(xq, m, w, j0, nb, out, stride),
-            QuantKind::Q4 => block_kind::<true, false>(xq, m, w, j0, nb, out, stride),
-        }
-    }
-
-    /// [`block`] with AVX-512 VNNI's byte dot products (on 256-bit registers: AVX512VL).
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    pub(super) unsafe fn block_vnni(
-        xq: &QuantizedRows,
-        m: usize,
-        w: &QMatrix,
-        j0: usize,
-        nb: usize,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        match w.kind {
-            QuantKind::Q8 => block_kind::<false, true>(xq, m, w, j0, nb, out, stride),
-            QuantKind::Q4 => block_kind::<true, true>(xq, m, w, j0, nb, out, stride),
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn block_kind<const Q4: bool, const VNNI: bool>(
-        xq: &QuantizedRows,
-        m: usize,
-        w: &QMatrix,
-        j0: usize,
-        nb: usize,
-        out: &mut [f32],
-        stride: usize,
-    ) {
-        let mut r = 0;
-        while r < m {
-            let rows = if m - r >= 2 { 2 } else { 1 };
-            let mut j = j0;
-            macro_rules! run {
-                ($J:literal, $R:literal) => {{
-                    while j + $J <= j0 + nb {
-                        let s = tile::<Q4, VNNI, $J, $R>(xq, r, w, j);
-                        for (jj, sj) in s.iter().enumerate() {
-                            for (rr, v) in sj.iter().enumerate() {
-                                out[(j - j0 + jj) * stride + r + rr] = *v;
-                            }
-                        }
-                        j += $J;
-                    }
-                    while j < j0 + nb {
-                        let s = tile::<Q4, VNNI, 1, $R>(xq, r, w, j);
-                        for (rr, v) in s[0].iter().enumerate() {
-                            out[(j - j0) * stride + r + rr] = *v;
-                        }
-                        j += 1;
-                    }
-                }};
-            }
-            if rows == 1 {
-                run!(4, 1)
-            } else {
-                run!(2, 2)
-            }
-            r += rows;
-        }
-    }
-
-    /// Dot products of R quantized input rows (from row r) with J weight rows (from row j).
+    /// Blocks b0..b1 of w against every input row, with AVX-512 VNNI.
     ///
-    /// With VNNI, q4's integers are used unsigned: each group's sum is then `sum((q-8) x) =
-    /// sum(q x) - 8 sum(x)`, and the second term, scaled, is `8 dw dx sum(x)`; `corr`
-    /// gathers `dw * dsum` over the groups (eight at a time, one multiply-add) and the tile
-    /// takes off eight times it at the end.
-    #[inline(always)]
-    unsafe fn tile<const Q4: bool, const VNNI: bool, const J: usize, const R: usize>(
+    /// # Safety
+    /// avx512f/bw/vl/vnni must be available; blocks b0..b1 are the caller's columns of y.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    pub(super) unsafe fn blocks_avx512(
         xq: &QuantizedRows,
-        r: usize,
+        m: usize,
         w: &QMatrix,
-        j: usize,
-    ) -> [[f32; R]; J] {
+        b0: usize,
+        b1: usize,
+        out: Out,
+    ) {
+        match w.kind {
+            QuantKind::Q8 => schedule!(pass512, false, 4, m, b0, b1, xq, w, out),
+            QuantKind::Q4 => schedule!(pass512, true, 4, m, b0, b1, xq, w, out),
+        }
+    }
+
+    /// R input rows (from r0) against C blocks (from b), written out.
+    #[inline(always)]
+    unsafe fn pass512<const Q4: bool, const R: usize, const C: usize>(
+        r0: usize,
+        b: usize,
+        xq: &QuantizedRows,
+        w: &QMatrix,
+        out: Out,
+    ) {
+        let acc = tile512::<Q4, R, C>(xq, r0, w, b);
+        let mut v = [0f32; BLOCK_ROWS];
+        for (r, row) in acc.iter().enumerate() {
+            for (c, a) in row.iter().enumerate() {
+                _mm512_storeu_ps(v.as_mut_ptr(), *a);
+                out.put(r0 + r, (b + c) * BLOCK_ROWS, &v);
+            }
+        }
+    }
+
+    /// Per group: each row's accumulators start at `-offset * sum(x)`, take eight vpdpbusd
+    /// (64 weight bytes against four broadcast input bytes each), and are scaled into the
+    /// float sums once.
+    #[inline(always)]
+    unsafe fn tile512<const Q4: bool, const R: usize, const C: usize>(
+        xq: &QuantizedRows,
+        r0: usize,
+        w: &QMatrix,
+        b: usize,
+    ) -> [[__m512; C]; R] {
         let groups = xq.groups;
-        let gb = if Q4 { GROUP / 2 } else { GROUP };
-        let mut acc = [[_mm256_setzero_ps(); R]; J];
-        let offset = Q4 && VNNI;
-        let mut corr = [[_mm256_setzero_ps(); R]; J];
-        let row_stride = groups * gb;
-        let base = w.data().as_ptr().add(j * row_stride);
-        let ahead =
-            (super::super::matvec::PREFETCH_BYTES / (J * row_stride)).max(1) * J * row_stride;
-        // Eight groups at a time: their eight weight scales are converted in one instruction
-        // and multiplied by the inputs' eight scales, and each group takes its combined scale
-        // with a lane permute (instead of a scalar conversion, multiply and broadcast each).
-        let blocks = groups / 8;
-        for b in 0..blocks {
-            let g0 = b * 8;
-            let mut d8 = [[_mm256_setzero_ps(); R]; J];
-            for (jj, dj) in d8.iter_mut().enumerate() {
-                let sp = w.scales.as_ptr().add((j + jj) * groups + g0);
+        let bgb = if Q4 { 256 } else { 512 };
+        let offset: i32 = if Q4 { 8 } else { 128 };
+        let data = w.packed().as_ptr();
+        let scales = w.packed_scales().as_ptr();
+        let nibble = _mm512_set1_epi8(0x0f);
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        for g in 0..groups {
+            let mut ai = [[_mm512_setzero_si512(); C]; R];
+            for (r, row) in ai.iter_mut().enumerate() {
+                let s = *xq.sum.get_unchecked((r0 + r) * groups + g);
+                *row = [_mm512_set1_epi32(-offset * s); C];
+            }
+            let wp: [*const u8; C] = std::array::from_fn(|c| data.add(((b + c) * groups + g) * bgb));
+            if Q4 {
+                for p in 0..4 {
+                    for c in 0..C {
+                        let raw = _mm512_loadu_si512(wp[c].add(p * 64) as *const _);
+                        let lo = _mm512_and_si512(raw, nibble);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
+                        for (r, row) in ai.iter_mut().enumerate() {
+                            let xe = _mm512_set1_epi32(quad(xq, r0 + r, g, 2 * p));
+                            let xo = _mm512_set1_epi32(quad(xq, r0 + r, g, 2 * p + 1));
+                            row[c] = _mm512_dpbusd_epi32(row[c], lo, xe);
+                            row[c] = _mm512_dpbusd_epi32(row[c], hi, xo);
+                        }
+                    }
+                }
+            } else {
+                for ch in 0..8 {
+                    for c in 0..C {
+                        if R == 1 {
+                            _mm_prefetch::<_MM_HINT_T0>(wp[c].wrapping_add(ch * 64 + PF) as *const i8);
+                        }
+                        let wv = _mm512_loadu_si512(wp[c].add(ch * 64) as *const _);
+                        for (r, row) in ai.iter_mut().enumerate() {
+                            let xb = _mm512_set1_epi32(quad(xq, r0 + r, g, ch));
+                            row[c] = _mm512_dpbusd_epi32(row[c], wv, xb);
+                        }
+                    }
+                }
+            }
+            for c in 0..C {
+                let sp = scales.add(((b + c) * groups + g) * BLOCK_ROWS);
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sp as *const __m256i));
+                for r in 0..R {
+                    let dx = _mm512_set1_ps(*xq.d.get_unchecked((r0 + r) * groups + g));
+                    let sums = _mm512_cvtepi32_ps(ai[r][c]);
+                    acc[r][c] = _mm512_fmadd_ps(sums, _mm512_mul_ps(dw, dx), acc[r][c]);
+                }
+            }
+        }
+        acc
+    }
+
+    /// Blocks b0..b1 of w against every input row, with AVX2 (half a block per 256-bit
+    /// register; no byte dot product, so maddubs and a pairwise add).
+    ///
+    /// # Safety
+    /// avx2, fma and f16c must be available; blocks b0..b1 are the caller's columns of y.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn blocks_avx2(
+        xq: &QuantizedRows,
+        m: usize,
+        w: &QMatrix,
+        b0: usize,
+        b1: usize,
+        out: Out,
+    ) {
+        // Sixteen registers: tiles of at most two rows by two halves.
+        match w.kind {
+            QuantKind::Q8 => schedule!(pass256, false, 2, m, 2 * b0, 2 * b1, xq, w, out),
+            QuantKind::Q4 => schedule!(pass256, true, 2, m, 2 * b0, 2 * b1, xq, w, out),
+        }
+    }
+
+    /// R input rows (from r0) against C half-blocks (from h), written out.
+    #[inline(always)]
+    unsafe fn pass256<const Q4: bool, const R: usize, const C: usize>(
+        r0: usize,
+        h: usize,
+        xq: &QuantizedRows,
+        w: &QMatrix,
+        out: Out,
+    ) {
+        let acc = tile256::<Q4, R, C>(xq, r0, w, h);
+        let mut v = [0f32; 8];
+        for (r, row) in acc.iter().enumerate() {
+            for (c, a) in row.iter().enumerate() {
+                _mm256_storeu_ps(v.as_mut_ptr(), *a);
+                out.put(r0 + r, (h + c) * 8, &v);
+            }
+        }
+    }
+
+    /// As [`tile512`] on half blocks. maddubs (unsigned times signed bytes, pairs summed to
+    /// i16) would overflow on q8's unsigned bytes (255 * 127 * 2), so q8 goes back to signed
+    /// and takes the sign trick (|w| times x carrying w's sign) with no offset to undo.
+    #[inline(always)]
+    unsafe fn tile256<const Q4: bool, const R: usize, const C: usize>(
+        xq: &QuantizedRows,
+        r0: usize,
+        w: &QMatrix,
+        h: usize,
+    ) -> [[__m256; C]; R] {
+        let groups = xq.groups;
+        let bgb = if Q4 { 256 } else { 512 };
+        let data = w.packed().as_ptr();
+        let scales = w.packed_scales().as_ptr();
+        let nibble = _mm256_set1_epi8(0x0f);
+        let flip = _mm256_set1_epi8(-128);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        for g in 0..groups {
+            let mut ai = [[_mm256_setzero_si256(); C]; R];
+            if Q4 {
+                for (r, row) in ai.iter_mut().enumerate() {
+                    let s = *xq.sum.get_unchecked((r0 + r) * groups + g);
+                    *row = [_mm256_set1_epi32(-8 * s); C];
+                }
+            }
+            let wp: [*const u8; C] = std::array::from_fn(|c| {
+                let u = h + c;
+                data.add(((u / 2) * groups + g) * bgb + (u % 2) * 32)
+            });
+            if Q4 {
+                for p in 0..4 {
+                    for c in 0..C {
+                        let raw = _mm256_loadu_si256(wp[c].add(p * 64) as *const __m256i);
+                        let lo = _mm256_and_si256(raw, nibble);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), nibble);
+                        for (r, row) in ai.iter_mut().enumerate() {
+                            let xe = _mm256_set1_epi32(quad(xq, r0 + r, g, 2 * p));
+                            let xo = _mm256_set1_epi32(quad(xq, r0 + r, g, 2 * p + 1));
+                            let pe = _mm256_maddubs_epi16(lo, xe);
+                            let po = _mm256_maddubs_epi16(hi, xo);
+                            // 15 * 127 * 4 fits i16: add the pairs before widening.
+                            let s = _mm256_madd_epi16(_mm256_add_epi16(pe, po), ones);
+                            row[c] = _mm256_add_epi32(row[c], s);
+                        }
+                    }
+                }
+            } else {
+                for ch in 0..8 {
+                    for c in 0..C {
+                        let raw = _mm256_loadu_si256(wp[c].add(ch * 64) as *const __m256i);
+                        let ws = _mm256_xor_si256(raw, flip);
+                        let aw = _mm256_sign_epi8(ws, ws);
+                        for (r, row) in ai.iter_mut().enumerate() {
+                            let xb = _mm256_set1_epi32(quad(xq, r0 + r, g, ch));
+                            let sx = _mm256_sign_epi8(xb, ws);
+                            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+                            row[c] = _mm256_add_epi32(row[c], s);
+                        }
+                    }
+                }
+            }
+            for c in 0..C {
+                let u = h + c;
+                let sp = scales.add(((u / 2) * groups + g) * BLOCK_ROWS + (u % 2) * 8);
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(sp as *const __m128i));
-                for (rr, d) in dj.iter_mut().enumerate() {
-                    let dx = _mm256_loadu_ps(xq.d.as_ptr().add((r + rr) * groups + g0));
-                    *d = _mm256_mul_ps(dw, dx);
-                    if offset {
-                        let ds = _mm256_loadu_ps(xq.dsum.as_ptr().add((r + rr) * groups + g0));
-                        corr[jj][rr] = _mm256_fmadd_ps(dw, ds, corr[jj][rr]);
-                    }
-                }
-            }
-            for gi in 0..8 {
-                let g = g0 + gi;
-                let lane = _mm256_set1_epi32(gi as i32);
-                let mut xv = [_mm256_setzero_si256(); R];
-                for (rr, v) in xv.iter_mut().enumerate() {
-                    *v = _mm256_loadu_si256(
-                        xq.q.as_ptr().add(((r + rr) * groups + g) * GROUP) as *const __m256i
-                    );
-                }
-                for (jj, aj) in acc.iter_mut().enumerate() {
-                    let p = base.add(jj * row_stride + g * gb);
-                    if !Q4 && (g * gb).is_multiple_of(64) {
-                        // q8 streams twice the bytes per group and waits on memory without it
-                        // (measured 107 -> 130 steps/s); q4 is bound by arithmetic and loses
-                        // the issue slots (210 -> 184). A hint that cannot fault, so running
-                        // past the end is fine.
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ahead) as *const i8);
-                    }
-                    let wv = load_group::<Q4, VNNI>(p);
-                    for (rr, a) in aj.iter_mut().enumerate() {
-                        let dot = match VNNI {
-                            true => _mm256_cvtepi32_ps(dot32_vnni::<Q4>(wv, xv[rr])),
-                            false => _mm256_cvtepi32_ps(dot32(wv, xv[rr])),
-                        };
-                        let d = _mm256_permutevar8x32_ps(d8[jj][rr], lane);
-                        *a = _mm256_fmadd_ps(d, dot, *a);
-                    }
+                for r in 0..R {
+                    let dx = _mm256_set1_ps(*xq.d.get_unchecked((r0 + r) * groups + g));
+                    let sums = _mm256_cvtepi32_ps(ai[r][c]);
+                    acc[r][c] = _mm256_fmadd_ps(sums, _mm256_mul_ps(dw, dx), acc[r][c]);
                 }
             }
         }
-        // The groups past the last whole eight, one at a time.
-        for g in blocks * 8..groups {
-            let mut xv = [_mm256_setzero_si256(); R];
-            for (rr, v) in xv.iter_mut().enumerate() {
-                *v = _mm256_loadu_si256(
-                    xq.q.as_ptr().add(((r + rr) * groups + g) * GROUP) as *const __m256i
-                );
-            }
-            for (jj, aj) in acc.iter_mut().enumerate() {
-                let p = base.add(jj * row_stride + g * gb);
-                let wv = load_group::<Q4, VNNI>(p);
-                let bits = w.scales.get_unchecked((j + jj) * groups + g).to_bits();
-                let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
-                for (rr, a) in aj.iter_mut().enumerate() {
-                    let dot = match VNNI {
-                        true => _mm256_cvtepi32_ps(dot32_vnni::<Q4>(wv, xv[rr])),
-                        false => _mm256_cvtepi32_ps(dot32(wv, xv[rr])),
-                    };
-                    let d = _mm256_set1_ps(dw * xq.d.get_unchecked((r + rr) * groups + g));
-                    *a = _mm256_fmadd_ps(d, dot, *a);
-                    if offset {
-                        let ds = dw * xq.dsum.get_unchecked((r + rr) * groups + g);
-                        corr[jj][rr] = _mm256_add_ps(
-                            corr[jj][rr],
-                            _mm256_setr_ps(ds, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
-                        );
-                    }
-                }
-            }
-        }
-        let mut s = [[0f32; R]; J];
-        for jj in 0..J {
-            for rr in 0..R {
-                s[jj][rr] = hsum(acc[jj][rr]);
-                if offset {
-                    s[jj][rr] -= 8.0 * hsum(corr[jj][rr]);
-                }
-            }
-        }
-        s
+        acc
     }
 }
 
@@ -687,7 +922,8 @@ mod tests {
         a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
     }
 
-    const SHAPES: [(usize, usize, usize); 7] = [
+    /// (m, k, n): one row and several, widths off the group size, heights off the block size.
+    const SHAPES: [(usize, usize, usize); 10] = [
         (1, 768, 300),
         (1, 3072, 50),
         (2, 64, 33),
@@ -695,6 +931,9 @@ mod tests {
         (5, 768, 9),
         (8, 100, 70),
         (1, 16, 5),
+        (9, 96, 64),
+        (37, 130, 100),
+        (16, 33, 16),
     ];
 
     #[test]
@@ -724,13 +963,73 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(q.bytes(), n * k.div_ceil(GROUP) * (kind.group_bytes() + 2));
+            // One padded block of 16 rows.
+            let groups = k.div_ceil(GROUP);
+            assert_eq!(q.bytes(), BLOCK_ROWS * groups * (kind.group_bytes() + 2));
         }
         // q4 keeps the group's extreme exactly (up to the f16 scale).
         let mut w = vec![0.1f32; GROUP];
         w[5] = -0.8;
         let back = QMatrix::quantize(QuantKind::Q4, &w, 1, GROUP).dequantize();
         assert!((back[5] + 0.8).abs() < 1e-3);
+    }
+
+    /// The checkpoint layout, byte for byte: q8 as two's complement bytes, q4 with element t in
+    /// byte t's low nibble and element t + 16 in its high nibble, each row's scales in order.
+    #[test]
+    fn row_major_layout_is_the_checkpoint_format() {
+        let mut w = vec![0f32; 2 * 64];
+        w[0] = 1.0; // row 0, group 0: scale 1/127, q = 127
+        w[1] = -0.5; // q = -64 (rounded from -63.5, ties to even)
+        w[64 + 32] = -2.0; // row 1, group 1
+        w[64 + 32 + 17] = 1.0;
+        let q8 = QMatrix::quantize(QuantKind::Q8, &w, 2, 64);
+        let (data, scales) = q8.row_major();
+        assert_eq!(data.len(), 2 * 64);
+        assert_eq!((data[0] as i8, data[1] as i8, data[2] as i8), (127, -64, 0));
+        assert_eq!((data[64 + 32] as i8, data[64 + 32 + 17] as i8), (-127, 64));
+        assert_eq!(scales[0], f16::from_f32(1.0 / 127.0));
+        assert_eq!(scales[3], f16::from_f32(2.0 / 127.0));
+        assert_eq!(scales[1], f16::ZERO);
+        let q4 = QMatrix::quantize(QuantKind::Q4, &w, 2, 64);
+        let (data, scales) = q4.row_major();
+        assert_eq!(data.len(), 2 * 32);
+        // Row 0: d = 1 / -8; 1.0 -> -8 -> stored 0; -0.5 -> 4 -> 12; zeros -> 8.
+        assert_eq!(data[0], 0x80);
+        assert_eq!(data[1], 0x8c);
+        // Row 1, group 1 (bytes 48..64): d = 2 / 8; -2.0 -> -8 -> 0; element 17 (byte 1, high
+        // nibble) 1.0 -> 4 -> 12.
+        assert_eq!(data[48], 0x80);
+        assert_eq!(data[49], 0xc8);
+        assert_eq!(scales[0], f16::from_f32(-0.125));
+        assert_eq!(scales[3], f16::from_f32(0.25));
+        // And back.
+        for q in [q8, q4] {
+            let (data, scales) = q.row_major();
+            assert_eq!(QMatrix::from_parts(q.kind, 2, 64, &data, scales).unwrap(), q);
+        }
+    }
+
+    #[test]
+    fn packing_round_trips_and_slices_agree() {
+        for kind in [QuantKind::Q8, QuantKind::Q4] {
+            for (n, k) in [(1, 32), (16, 64), (17, 70), (50, 33), (100, 768)] {
+                let w = random(n * k, (n * k) as u64);
+                let q = QMatrix::quantize(kind, &w, n, k);
+                let (data, scales) = q.row_major();
+                assert_eq!(data.len(), n * QMatrix::row_bytes(kind, k));
+                let back = QMatrix::from_parts(kind, n, k, &data, scales).unwrap();
+                assert_eq!(back, q, "{kind:?} {n}x{k}");
+                // Quantized a few rows at a time (slices rounded up to whole blocks).
+                for slice in [1, 16, 20, 1000] {
+                    let sliced = QMatrix::quantize_by_rows(kind, n, k, slice, |rows| {
+                        Ok::<_, ()>(w[rows.start * k..rows.end * k].to_vec())
+                    })
+                    .unwrap();
+                    assert_eq!(sliced, q, "{kind:?} {n}x{k} by {slice}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -753,22 +1052,35 @@ mod tests {
                 let mut got = vec![0f32; m * n];
                 qlinear_into(&x, m, &w, Some(&b), &mut got);
                 assert!(max_rel(&got, &want) < 1e-5, "{kind:?} {m}x{k}x{n}");
-                // Each instruction set this CPU has, whichever qlinear_into picked.
+                // Each instruction set this CPU has (the portable kernel included), whichever
+                // qlinear_into picked.
                 let xq = quantize_rows(&x, m, k);
                 for simd in Simd::available() {
-                    let mut got = vec![0f32; m * n];
+                    let mut got = vec![f32::NAN; m * n];
                     qlinear_with(simd, &xq, m, &w, Some(&b), &mut got);
                     let err = max_rel(&got, &want);
                     assert!(err < 1e-5, "{kind:?} {simd:?} {m}x{k}x{n}: {err:e}");
                 }
-                let mut port = vec![0f32; m * n];
-                portable_block(&quantize_rows(&x, m, k), m, &w, 0, n, &mut port, m);
-                for r in 0..m {
-                    for j in 0..n {
-                        let v = port[j * m + r] + b[j];
-                        assert!((v - want[r * n + j]).abs() < 1e-4, "{kind:?} portable");
-                    }
-                }
+            }
+        }
+    }
+
+    /// Extreme integers: every weight and input at the ends of their ranges, where an i16
+    /// intermediate would overflow.
+    #[test]
+    fn kernels_hold_the_extremes() {
+        for kind in [QuantKind::Q8, QuantKind::Q4] {
+            let (m, k, n) = (3, 256, 40);
+            let w: Vec<f32> = (0..n * k).map(|i| if (i / 3) % 2 == 0 { 1.0 } else { -1.0 }).collect();
+            let w = QMatrix::quantize(kind, &w, n, k);
+            let x: Vec<f32> = (0..m * k).map(|i| if i % 5 < 2 { -1.0 } else { 1.0 }).collect();
+            let mut want = vec![0f32; m * n];
+            qlinear_reference(&x, m, &w, None, &mut want);
+            let xq = quantize_rows(&x, m, k);
+            for simd in Simd::available() {
+                let mut got = vec![0f32; m * n];
+                qlinear_with(simd, &xq, m, &w, None, &mut got);
+                assert!(max_rel(&got, &want) < 1e-5, "{kind:?} {simd:?}");
             }
         }
     }
@@ -777,17 +1089,16 @@ mod tests {
     fn products_approximate_the_f32_matrix() {
         // Weight and input quantization together: q8 within 1%, q4 within 10% of the scale.
         for (kind, tol) in [(QuantKind::Q8, 0.01), (QuantKind::Q4, 0.1)] {
-            let (m, k, n) = (2, 768, 64);
-            let (x, w) = (random(m * k, 4), random(n * k, 5));
-            let mut exact = vec![0f32; m * n];
-            super::super::matvec::linear_reference(&x, m, &w, n, None, &mut exact);
-            let mut got = vec![0f32; m * n];
-            qlinear_into(&x, m, &QMatrix::quantize(kind, &w, n, k), None, &mut got);
-            assert!(
-                max_rel(&got, &exact) < tol,
-                "{kind:?}: {}",
-                max_rel(&got, &exact)
-            );
+            for m in [2, 40] {
+                let (k, n) = (768, 64);
+                let (x, w) = (random(m * k, 4), random(n * k, 5));
+                let mut exact = vec![0f32; m * n];
+                super::super::matvec::linear_reference(&x, m, &w, n, None, &mut exact);
+                let mut got = vec![0f32; m * n];
+                qlinear_into(&x, m, &QMatrix::quantize(kind, &w, n, k), None, &mut got);
+                let err = max_rel(&got, &exact);
+                assert!(err < tol, "{kind:?} m={m}: {err}");
+            }
         }
     }
 }

@@ -357,17 +357,19 @@ pub(crate) fn write(
                 quantization.kind.name()
             )));
         }
+        // Checkpoints keep the plain row-major layout; memory holds the packed one.
+        let (data, scales) = m.row_major();
         entries.push(Entry {
             name: format!("{name}{QDATA_SUFFIX}"),
             dtype: StoredDType::U8,
             shape: vec![m.n, QMatrix::row_bytes(m.kind, m.k)],
-            data: Cow::Borrowed(m.data()),
+            data: Cow::Owned(data),
         });
         entries.push(Entry {
             name: format!("{name}{QSCALE_SUFFIX}"),
             dtype: StoredDType::F16,
             shape: vec![m.n, m.groups_per_row()],
-            data: Cow::Owned(m.scales.iter().flat_map(|s| s.to_le_bytes()).collect()),
+            data: Cow::Owned(scales.iter().flat_map(|s| s.to_le_bytes()).collect()),
         });
     }
     for name in copied {
