@@ -1,6 +1,7 @@
-//! The fused decode step (model/decode.rs) against the op-by-op path it replaces: same cache,
-//! same inputs, every fixture architecture (activations, odd head counts, inverse-layer-idx
-//! scaling, untied heads), left padding, and sequences long enough to grow the cache.
+//! The fused decode step (model/decode.rs) and the fused prompt attention (model/attention.rs)
+//! against the op-by-op path they replace: same cache, same inputs, every fixture architecture
+//! (activations, odd head counts, inverse-layer-idx scaling, untied heads), left padding, and
+//! sequences long enough to grow the cache.
 
 mod common;
 
@@ -113,6 +114,65 @@ fn compare(model: &Gpt2LmHeadModel, prompt_lens: &[usize], steps: usize) {
         let (kf, vf) = fused_cache.layer(layer).unwrap();
         let (kr, vr) = reference_cache.layer(layer).unwrap();
         assert!(scaled_error(&kf, &kr) < tol && scaled_error(&vf, &vr) < tol);
+    }
+}
+
+/// A left-padded batch of prompts in two chunks (the second attends over the first through the
+/// cache), fused and op by op: every position's logits and hidden states, and the caches.
+/// Padding positions see no key at all, the case transformers makes uniform.
+fn compare_prompts(model: &Gpt2LmHeadModel, prompt_lens: &[usize], first: usize) {
+    let cfg = model.config();
+    let t = *prompt_lens.iter().max().unwrap();
+    let rows: Vec<Vec<u32>> = (0..prompt_lens.len())
+        .map(|r| (0..t).map(|i| ((r * 17 + i * 11) % cfg.vocab_size) as u32).collect())
+        .collect();
+    let mask: Vec<Vec<u32>> = prompt_lens
+        .iter()
+        .map(|&len| (0..t).map(|i| u32::from(i >= t - len)).collect())
+        .collect();
+    let mut caches = [Cache::new(cfg.n_layer), Cache::new(cfg.n_layer)];
+    for (c0, c1) in [(0, first), (first, t)] {
+        let chunk: Vec<Vec<u32>> = rows.iter().map(|r| r[c0..c1].to_vec()).collect();
+        let seen: Vec<Vec<u32>> = mask.iter().map(|m| m[..c1].to_vec()).collect();
+        let (chunk, seen) = (ids(&chunk), ids(&seen));
+        let pos = position_ids_from_mask(&seen, c1 - c0).unwrap();
+        let mut outs = Vec::new();
+        for (op_by_op, cache) in [false, true].into_iter().zip(caches.iter_mut()) {
+            let args = ForwardArgs {
+                input_ids: Some(&chunk),
+                attention_mask: Some(&seen),
+                position_ids: Some(&pos),
+                output_hidden_states: true,
+                op_by_op,
+                ..Default::default()
+            };
+            outs.push(model.forward(&args, Some(cache)).unwrap());
+        }
+        let what = format!("{} layers, {prompt_lens:?}, positions {c0}..{c1}", cfg.n_layer);
+        let err = scaled_error(
+            outs[0].logits.as_ref().unwrap(),
+            outs[1].logits.as_ref().unwrap(),
+        );
+        assert!(err < 1e-5, "logits, {what}: {err:e}");
+        let hs = |o: &gpt2::model::ModelOutput| o.hidden_states.clone().unwrap();
+        for (i, (f, r)) in hs(&outs[0]).iter().zip(&hs(&outs[1])).enumerate() {
+            let err = scaled_error(f, r);
+            assert!(err < 1e-5, "hidden state {i}, {what}: {err:e}");
+        }
+    }
+    for layer in 0..cfg.n_layer {
+        let (kf, vf) = caches[0].layer(layer).unwrap();
+        let (kr, vr) = caches[1].layer(layer).unwrap();
+        assert!(scaled_error(&kf, &kr) < 1e-5 && scaled_error(&vf, &vr) < 1e-5);
+    }
+}
+
+#[test]
+fn fused_prompt_attention_matches_op_by_op_on_every_fixture() {
+    for name in fixture_models() {
+        let model = load(&name);
+        compare_prompts(&model, &[9, 4, 1, 7], 5);
+        compare_prompts(&model, &[12], 3);
     }
 }
 

@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use super::attention::attend_row;
 use super::cache::Cache;
 use super::gpt2::{Block, LayerNorm};
 use super::matvec::with_f32;
@@ -33,25 +34,6 @@ fn norm(ln: &LayerNorm, x: &[f32], out: &mut [f32]) -> Result<()> {
     })
     .flatten()
     .ok_or_else(not_f32)
-}
-
-/// A dot product in eight partial sums, so it vectorises (a single running sum cannot be
-/// reordered, and would run one multiply-add per cycle over the whole KV cache).
-fn dot8(a: &[f32], b: &[f32]) -> f32 {
-    let mut s = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            s[l] += x[l] * y[l];
-        }
-    }
-    s.iter().sum::<f32>() + tail
 }
 
 fn not_f32() -> Error {
@@ -99,8 +81,7 @@ impl Block {
         }
         fit(&mut s.scores, rows * h * len);
 
-        // Attention, one (row, head) pair per task: scores scaled, masked with the dtype's
-        // minimum (as the op-by-op path adds it), softmaxed, then the weighted sum of values.
+        // Attention, one (row, head) pair per task.
         let scale = self.attn.scaling as f32;
         let qkv = &s.qkv;
         with_f32(kbuf, |ks| {
@@ -113,28 +94,9 @@ impl Block {
                         let (r, hd) = (rh / h, rh % h);
                         let q = &qkv[r * 3 * e + hd * d..r * 3 * e + (hd + 1) * d];
                         let base = (r * h + hd) * cap * d;
-                        for (pos, score) in p.iter_mut().enumerate() {
-                            let k = &ks[base + pos * d..base + (pos + 1) * d];
-                            let bias = match mask {
-                                Some(m) if m[r][pos] == 0 => f32::MIN,
-                                _ => 0.0,
-                            };
-                            *score = dot8(q, k) * scale + bias;
-                        }
-                        let max = p.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                        let mut sum = 0f32;
-                        for v in p.iter_mut() {
-                            *v = (*v - max).exp();
-                            sum += *v;
-                        }
-                        out.fill(0.0);
-                        for (pos, ps) in p.iter().enumerate() {
-                            let w = ps / sum;
-                            let v = &vs[base + pos * d..base + (pos + 1) * d];
-                            for (o, vv) in out.iter_mut().zip(v) {
-                                *o += w * vv;
-                            }
-                        }
+                        let head = base..base + len * d;
+                        let visible = |pos: usize| mask.is_none_or(|m| m[r][pos] != 0);
+                        attend_row(q, &ks[head.clone()], &vs[head], scale, visible, p, out);
                     })
             })
         })

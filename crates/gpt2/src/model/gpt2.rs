@@ -6,7 +6,9 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use super::activation::Act;
+use super::attention::attend_prompt;
 use super::cache::Cache;
+use super::matvec::with_f32;
 use super::weight::{check_stored_format, Weight, WeightFormat};
 use super::{ForwardArgs, ModelOutput};
 use crate::config::Config;
@@ -155,10 +157,37 @@ impl Attention {
                 .contiguous()?) // [B, H, T, D]
         };
         let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-        let (k, v) = match cache {
-            Some((cache, layer)) => cache.append(layer, &k, &v)?,
-            None => (k, v),
+        // Without probabilities to return or dropout to apply, f32 attention on the CPU runs
+        // fused (attention.rs), over the cache's buffers in place.
+        let fused = !(want_probs || (train && self.attn_pdrop > 0.0))
+            && q.dtype() == DType::F32
+            && q.device().is_cpu();
+        let (k, v, buffers) = match cache {
+            Some((cache, layer)) => {
+                let (k, v) = cache.append(layer, &k, &v)?;
+                let buffers = cache
+                    .buffers(layer)
+                    .map(|(kb, vb, _)| (kb.clone(), vb.clone()));
+                (k, v, buffers)
+            }
+            None => (k.clone(), v.clone(), Some((k, v))),
         };
+        if let (true, Some((kb, vb))) = (fused, buffers) {
+            let (s, cap) = (k.dims()[2], kb.dims()[2]);
+            let scale = self.scaling as f32;
+            let run = |qs: &[f32], ks: &[f32], vs: &[f32]| match mask {
+                None => Some(attend_prompt(qs, ks, vs, None, (b, h, t, s, d, cap), scale)),
+                Some(m) => with_f32(m, |bias| {
+                    attend_prompt(qs, ks, vs, Some(bias), (b, h, t, s, d, cap), scale)
+                }),
+            };
+            let y = with_f32(&q, |qs| with_f32(&kb, |ks| with_f32(&vb, |vs| run(qs, ks, vs))));
+            if let Some(y) = y.flatten().flatten().flatten() {
+                let y = Tensor::from_vec(y, (b, t, e), x.device())?;
+                let y = dropout(&self.c_proj.forward(&y)?, self.resid_pdrop, train)?;
+                return Ok((y, None));
+            }
+        }
 
         // Scores, mask and softmax in f32 (what reorder_and_upcast_attn asks for, and harmless
         // at f32); probabilities go back to the value dtype before the weighted sum.
@@ -499,7 +528,8 @@ impl Gpt2Model {
                 &hidden,
                 mask.as_ref(),
                 layer_cache,
-                args.output_attentions,
+                // op_by_op asks for the reference path, which the probabilities take.
+                args.output_attentions || args.op_by_op,
                 args.train,
             )?;
             hidden = next;

@@ -8,6 +8,7 @@
 //! the checkpoint does not have is [`crate::Error::MissingHead`], never random weights.
 
 mod activation;
+mod attention;
 pub mod auto;
 mod cache;
 mod decode;
@@ -94,8 +95,9 @@ pub struct ForwardArgs<'a> {
     pub logits_to_keep: usize,
     /// Dropout on (training); off by default, as after `model.eval()`.
     pub train: bool,
-    /// Run the op-by-op path even where the fused decode step applies (to check one against
-    /// the other; the results agree to rounding).
+    /// Run the op-by-op path (candle's ops throughout, attention included) even where the fused
+    /// decode step or the fused prompt attention applies (to check one against the other; the
+    /// results agree to rounding).
     pub op_by_op: bool,
 }
 

@@ -441,6 +441,9 @@ pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize) -> QuantizedRows {
     rows
 }
 
+/// One input row's share of [`QuantizedRows`], numbered: (row, ((q, d), sum)).
+type RowParts<'a> = (usize, ((&'a mut [i8], &'a mut [f32]), &'a mut [i32]));
+
 /// [`quantize_rows`] into reused buffers; a prompt's many rows across cores.
 fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     let groups = k.div_ceil(GROUP);
@@ -451,7 +454,7 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     out.d.resize(m * groups, 0.0);
     out.sum.clear();
     out.sum.resize(m * groups, 0);
-    let row = |(r, ((q, d), sum)): (usize, ((&mut [i8], &mut [f32]), &mut [i32]))| {
+    let row = |(r, ((q, d), sum)): RowParts| {
         for g in 0..groups {
             let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
             let src = &x[r * k + i0..r * k + i1];

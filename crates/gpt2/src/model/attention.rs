@@ -1,0 +1,384 @@
+//! Attention of query rows over one head's keys and values, fused: scores, softmax and the
+//! weighted sum of values in one pass per row, on f32 slices. The decode step runs it over the
+//! KV cache; a prompt runs it for every position at once, each row seeing only the keys the
+//! mask lets it see, so a causal prompt does half the products of the full score matrix.
+//!
+//! The op-by-op path (`Attention::forward` through candle, which also returns the
+//! probabilities) is the reference: tests/decode.rs and the tests below check against it.
+
+use rayon::prelude::*;
+
+/// A dot product in eight partial sums, so it vectorises (a single running sum cannot be
+/// reordered, and would run one multiply-add per cycle).
+pub(crate) fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut s = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            s[l] += x[l] * y[l];
+        }
+    }
+    s.iter().sum::<f32>() + tail
+}
+
+/// `out = softmax(q . k_j * scale + bias_j) @ v` over the `len` rows of `k` and `v` (`[len, d]`),
+/// where `bias_j` is 0 for a key `visible(j)` and f32::MIN otherwise (as transformers adds the
+/// mask). `p` holds the scores (`len` long).
+///
+/// When some key is visible, a hidden one's probability is exactly zero (its exponent is about
+/// -3.4e38), so it is skipped, dot product and all. When none is, every score is f32::MIN
+/// (the bias absorbs the product) and the row is uniform over all keys, as in transformers:
+/// computed as written.
+pub(crate) fn attend_row(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scale: f32,
+    visible: impl Fn(usize) -> bool,
+    p: &mut [f32],
+    out: &mut [f32],
+) {
+    let d = q.len();
+    let len = p.len();
+    let any = (0..len).any(&visible);
+    let mut max = f32::NEG_INFINITY;
+    for (j, s) in p.iter_mut().enumerate() {
+        let seen = visible(j);
+        *s = match (seen, any) {
+            (true, _) => dot8(q, &k[j * d..(j + 1) * d]) * scale,
+            (false, true) => f32::NEG_INFINITY,
+            (false, false) => dot8(q, &k[j * d..(j + 1) * d]) * scale + f32::MIN,
+        };
+        max = max.max(*s);
+    }
+    let mut sum = 0f32;
+    for s in p.iter_mut() {
+        *s = if *s == f32::NEG_INFINITY {
+            0.0
+        } else {
+            (*s - max).exp()
+        };
+        sum += *s;
+    }
+    out.fill(0.0);
+    for (j, &e) in p.iter().enumerate() {
+        if e == 0.0 {
+            continue;
+        }
+        let w = e / sum;
+        for (o, vv) in out.iter_mut().zip(&v[j * d..(j + 1) * d]) {
+            *o += w * vv;
+        }
+    }
+}
+
+/// `e^x`, vectorisable (no call, no branch): Cephes' expf, range-reduced by ln 2 and a degree-6
+/// polynomial, within 2 ulp of the exact value over the range where e^x is a normal f32
+/// (torch's softmax uses a vectorised exp of the same accuracy). Below about -87.3 it gives
+/// zero instead of a denormal: a denormal weight would make the products after it crawl.
+#[inline(always)]
+pub(crate) fn exp_fast(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    const LOW: f32 = -87.336_55;
+    let tiny = x < LOW;
+    let x = x.clamp(LOW, 88.376_26);
+    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let y = p * r * r + r + 1.0;
+    let e = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if tiny {
+        0.0
+    } else {
+        e
+    }
+}
+
+/// `x` folded with `f` in sixteen independent lanes, then across them: a reduction the compiler
+/// vectorises (one running value could not be reordered).
+#[inline(always)]
+fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(init, |a, &b| f(a, b));
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] = f(acc[l], c[l]);
+        }
+    }
+    acc.iter().fold(tail, |a, &b| f(a, b))
+}
+
+/// Query rows per task of a prompt's attention: a block of scores `[64, S]` and its products
+/// run as two small matrix products.
+const QUERY_BLOCK: usize = 64;
+
+/// Where the tasks write the output: disjoint (row, head) slices of `[B, T, H * D]`.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each task writes only its own query rows of its own head (see attend_prompt).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// # Safety
+    /// `offset` must lie in the output, and the caller's task own what it writes there.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
+
+/// Attention for a whole prompt: q `[B, H, T, D]`, k and v `[B, H, cap, D]` of which the first S
+/// positions are in use (S = past + T, the cache's keys included; cap >= S is the buffer's
+/// room), `bias` the additive mask `[B, 1, T, S]` (0 where visible, causal) or None for plain
+/// causal attention. Returns `[B, T, H * D]`, the heads side by side as the projection wants
+/// them.
+///
+/// One task per (batch, head, block of 64 query rows): the block's scores against the keys its
+/// last row can see (`past + i1`: the upper triangle past it is never computed), the softmax
+/// with hidden keys at exactly zero, then the probabilities times the values, both products
+/// through `gemm` (the kernel candle's matmul runs). A row that sees no key at all (padding)
+/// takes [`attend_row`], uniform over every key as in transformers.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_prompt(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<&[f32]>,
+    (b, h, t, s, d, cap): (usize, usize, usize, usize, usize, usize),
+    scale: f32,
+) -> Vec<f32> {
+    assert!(t <= s && s <= cap && q.len() >= b * h * t * d && k.len() >= b * h * cap * d);
+    assert!(v.len() >= b * h * cap * d && bias.is_none_or(|m| m.len() >= b * t * s));
+    let past = s - t;
+    let mut y = vec![0f32; b * t * h * d];
+    let out = OutPtr(y.as_mut_ptr());
+    let blocks = t.div_ceil(QUERY_BLOCK);
+    (0..b * h * blocks)
+        .into_par_iter()
+        .for_each_init(Vec::new, |scores, task| {
+            let (bh, blk) = (task / blocks, task % blocks);
+            let (bi, hd) = (bh / h, bh % h);
+            let (i0, i1) = (blk * QUERY_BLOCK, ((blk + 1) * QUERY_BLOCK).min(t));
+            let (rows, len) = (i1 - i0, past + i1);
+            let qb = &q[(bh * t + i0) * d..(bh * t + i1) * d];
+            let (kh, vh) = (&k[bh * cap * d..][..len * d], &v[bh * cap * d..][..len * d]);
+            scores.clear();
+            scores.resize(rows * len, 0.0);
+            // SAFETY: the slices hold the [rows, d], [len, d] and [rows, len] matrices the strides
+            // describe.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    len,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    len as isize,
+                    false,
+                    qb.as_ptr(),
+                    1,
+                    d as isize,
+                    kh.as_ptr(),
+                    d as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            let mut blind = Vec::new();
+            for (r, p) in scores.chunks_exact_mut(len.max(1)).enumerate() {
+                let i = i0 + r;
+                // Hidden keys to -inf (exp gives exactly 0): past this row's position, and
+                // where the mask says so.
+                p[past + i + 1..].fill(f32::NEG_INFINITY);
+                if let Some(m) = bias {
+                    let row_bias = &m[(bi * t + i) * s..][..past + i + 1];
+                    for (x, &mb) in p.iter_mut().zip(row_bias) {
+                        if mb != 0.0 {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                let max = lanes(p, f32::NEG_INFINITY, f32::max);
+                if max == f32::NEG_INFINITY {
+                    blind.push(i);
+                    p.fill(0.0);
+                    continue;
+                }
+                p.iter_mut().for_each(|x| *x = exp_fast(*x - max));
+                let inv = 1.0 / lanes(p, 0.0, |a, b| a + b);
+                p.iter_mut().for_each(|x| *x *= inv);
+            }
+            let row_stride = (h * d) as isize;
+            // SAFETY: this task's output rows: query rows i0..i1 of head hd in batch row bi, which
+            // no other task writes.
+            unsafe {
+                let dst = out.at(((bi * t + i0) * h + hd) * d);
+                gemm::gemm(
+                    rows,
+                    d,
+                    len,
+                    dst,
+                    1,
+                    row_stride,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    len as isize,
+                    vh.as_ptr(),
+                    1,
+                    d as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                for i in blind {
+                    let row = std::slice::from_raw_parts_mut(out.at(((bi * t + i) * h + hd) * d), d);
+                    let qr = &q[(bh * t + i) * d..][..d];
+                    let (kf, vf) = (&k[bh * cap * d..][..s * d], &v[bh * cap * d..][..s * d]);
+                    let row_bias = bias.map(|m| &m[(bi * t + i) * s..][..s]);
+                    let mut p = vec![0f32; s];
+                    let visible = |j: usize| j <= past + i && row_bias.is_none_or(|m| m[j] == 0.0);
+                    attend_row(qr, kf, vf, scale, visible, &mut p, row);
+                }
+            }
+        });
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// The whole score matrix, the bias added, softmax, product with v: as transformers' eager
+    /// attention computes it.
+    fn reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        bias: &[f32],
+        (b, h, t, s, d): (usize, usize, usize, usize, usize),
+        scale: f32,
+    ) -> Vec<f32> {
+        let mut y = vec![0f32; b * t * h * d];
+        for bi in 0..b {
+            for hd in 0..h {
+                for i in 0..t {
+                    let qr = &q[((bi * h + hd) * t + i) * d..][..d];
+                    let scores: Vec<f32> = (0..s)
+                        .map(|j| {
+                            let kr = &k[((bi * h + hd) * s + j) * d..][..d];
+                            let dot: f32 = qr.iter().zip(kr).map(|(a, b)| a * b).sum();
+                            dot * scale + bias[(bi * t + i) * s + j]
+                        })
+                        .collect();
+                    let max = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let e: Vec<f32> = scores.iter().map(|x| (x - max).exp()).collect();
+                    let sum: f32 = e.iter().sum();
+                    for (j, ej) in e.iter().enumerate() {
+                        let vr = &v[((bi * h + hd) * s + j) * d..][..d];
+                        for (l, vv) in vr.iter().enumerate() {
+                            y[((bi * t + i) * h + hd) * d + l] += ej / sum * vv;
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn max_err(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    #[test]
+    fn exp_fast_is_within_two_ulp() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (exp_fast(x), (x as f64).exp());
+            let ulp = (want as f32).to_bits().abs_diff(got.to_bits());
+            assert!(ulp <= 2, "exp({x}) = {got}, want {want} ({ulp} ulp)");
+            x += 0.0137;
+        }
+        assert_eq!(exp_fast(0.0), 1.0);
+        assert_eq!(exp_fast(-1e30), 0.0);
+        assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn prompt_attention_matches_the_full_score_matrix() {
+        let (b, h, past, t, d) = (2, 3, 4, 6, 20);
+        let s = past + t;
+        let (q, k, v) = (
+            random(b * h * t * d, 1),
+            random(b * h * s * d, 2),
+            random(b * h * s * d, 3),
+        );
+        let scale = 0.3;
+        // Causal.
+        let mut causal = vec![0f32; b * t * s];
+        for bi in 0..b {
+            for i in 0..t {
+                for j in past + i + 1..s {
+                    causal[(bi * t + i) * s + j] = f32::MIN;
+                }
+            }
+        }
+        let want = reference(&q, &k, &v, &causal, (b, h, t, s, d), scale);
+        for bias in [None, Some(causal.as_slice())] {
+            let got = attend_prompt(&q, &k, &v, bias, (b, h, t, s, d, s), scale);
+            assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
+        }
+        // Row 1's first seven keys are padding: its first query rows see nothing at all.
+        let mut padded = causal.clone();
+        for i in 0..t {
+            for j in 0..7 {
+                padded[(t + i) * s + j] = f32::MIN;
+            }
+        }
+        let want = reference(&q, &k, &v, &padded, (b, h, t, s, d), scale);
+        let got = attend_prompt(&q, &k, &v, Some(&padded), (b, h, t, s, d, s), scale);
+        assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
+        // Keys and values in a larger buffer (the cache's room past S).
+        let cap = s + 5;
+        let widen = |x: &[f32]| {
+            let mut w = vec![f32::NAN; b * h * cap * d];
+            for bh in 0..b * h {
+                w[bh * cap * d..][..s * d].copy_from_slice(&x[bh * s * d..][..s * d]);
+            }
+            w
+        };
+        let got = attend_prompt(&q, &widen(&k), &widen(&v), Some(&padded), (b, h, t, s, d, cap), scale);
+        assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
+    }
+}
