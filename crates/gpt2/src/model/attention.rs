@@ -81,13 +81,15 @@ pub(crate) fn attend_row(
 /// `e^x`, vectorisable (no call, no branch): Cephes' expf, range-reduced by ln 2 and a degree-6
 /// polynomial, within 2 ulp of the exact value over the range where e^x is a normal f32
 /// (torch's softmax uses a vectorised exp of the same accuracy). Below about -87.3 it gives
-/// zero instead of a denormal: a denormal weight would make the products after it crawl.
+/// zero instead of a denormal (a denormal weight would make the products after it crawl);
+/// above about 88.4, infinity.
 #[inline(always)]
 pub(crate) fn exp_fast(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     const LOW: f32 = -87.336_55;
-    let tiny = x < LOW;
-    let x = x.clamp(LOW, 88.376_26);
+    const HIGH: f32 = 88.376_26;
+    let (tiny, huge) = (x < LOW, x > HIGH);
+    let x = x.clamp(LOW, HIGH);
     let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
@@ -99,6 +101,8 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
     let e = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
     if tiny {
         0.0
+    } else if huge {
+        f32::INFINITY
     } else {
         e
     }
@@ -333,6 +337,7 @@ mod tests {
         assert_eq!(exp_fast(0.0), 1.0);
         assert_eq!(exp_fast(-1e30), 0.0);
         assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_fast(89.0), f32::INFINITY);
     }
 
     #[test]
