@@ -159,11 +159,23 @@ fn pack_row_group(kind: QuantKind, u: &[u8; GROUP], bytes: &mut [u8]) {
     }
 }
 
-/// Writes one row's group of unsigned integers into its block's packed group.
+/// Writes one row's group of unsigned integers into its block's packed group ([`packed_at`]'s
+/// places, written out per layout: this runs for every weight at load).
 fn scatter(kind: QuantKind, lane: usize, u: &[u8; GROUP], block_group: &mut [u8]) {
-    for (t, &v) in u.iter().enumerate() {
-        let (at, shift) = packed_at(kind, lane, t);
-        block_group[at] |= v << shift;
+    match kind {
+        QuantKind::Q8 => {
+            for (c, quad) in u.chunks_exact(QUAD).enumerate() {
+                block_group[c * 64 + lane * QUAD..][..QUAD].copy_from_slice(quad);
+            }
+        }
+        QuantKind::Q4 => {
+            for p in 0..GROUP / (2 * QUAD) {
+                let dst = &mut block_group[p * 64 + lane * QUAD..][..QUAD];
+                for (e, d) in dst.iter_mut().enumerate() {
+                    *d = u[2 * p * QUAD + e] | (u[(2 * p + 1) * QUAD + e] << 4);
+                }
+            }
+        }
     }
 }
 
@@ -382,8 +394,7 @@ fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
 
 /// One group to unsigned integers `q + 128`; returns the scale.
 fn quantize_q8(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
+    let d = abs_max(x) / 127.0;
     // Quantize with the scale as stored (f16), so q * d reproduces the values as closely as
     // the stored scale allows.
     let d16 = f16::from_f32(d);
@@ -393,7 +404,7 @@ fn quantize_q8(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
         0.0
     };
     for (o, v) in u.iter_mut().zip(x) {
-        *o = (round_small((v * inv).clamp(-127.0, 127.0)) + 128.0) as u8;
+        *o = (round_to_int((v * inv).clamp(-127.0, 127.0)) + 128) as u8;
     }
     d16
 }
@@ -401,14 +412,14 @@ fn quantize_q8(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
 /// One group to unsigned integers `q` in 0..=15 (standing for `q - 8`); returns the scale.
 fn quantize_q4(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
     // The value of largest magnitude maps to -8 exactly (the sign makes the range -8..=7 fit it).
-    let m = x
-        .iter()
-        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    // The first of the largest magnitude, found after the (vectorised) largest magnitude itself.
+    let amax = abs_max(x);
+    let m = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
     let d16 = f16::from_f32(m / -8.0);
     let d = d16.to_f32();
     let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
     for (o, v) in u.iter_mut().zip(x) {
-        *o = (round_small((v * inv).clamp(-8.0, 7.0)) + 8.0) as u8;
+        *o = (round_to_int((v * inv).clamp(-8.0, 7.0)) + 8) as u8;
     }
     d16
 }
@@ -503,19 +514,11 @@ fn abs_max(x: &[f32]) -> f32 {
     m.iter().fold(tail, |a, &b| a.max(b))
 }
 
-/// `x` rounded to the nearest integer (ties to even) for |x| < 2^22, by adding and taking away
-/// 1.5 * 2^23: plain float arithmetic that vectorises, where `f32::round` is a libm call per
-/// element without SSE4.1 (measured: 2.5% of a q8 decode, on the thread the product waits for,
-/// and most of quantizing the weights at load).
-#[inline(always)]
-fn round_small(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (x + MAGIC) - MAGIC
-}
-
-/// [`round_small`] as an integer, read off the bits of `x + 1.5 * 2^23` (whose low mantissa
-/// bits then hold it): integer arithmetic that vectorises, where a float-to-int `as` saturates
-/// one value at a time.
+/// `x` rounded to the nearest integer (ties to even) for |x| < 2^22, read off the bits of
+/// `x + 1.5 * 2^23` (whose low mantissa bits then hold it): plain arithmetic that vectorises,
+/// where `f32::round` is a libm call per element without SSE4.1 and a float-to-int `as`
+/// saturates one value at a time (measured: 2.5% of a q8 decode, and most of quantizing the
+/// weights at load).
 #[inline(always)]
 fn round_to_int(x: f32) -> i32 {
     const MAGIC: f32 = 12_582_912.0;
@@ -1060,11 +1063,10 @@ mod tests {
     }
 
     #[test]
-    fn round_small_rounds_to_nearest_even() {
+    fn round_to_int_rounds_to_nearest_even() {
         for x in [
             0.0f32, 0.49, 0.5, 0.51, 1.5, 2.5, -0.5, -1.5, -126.6, 127.0, -127.0, 3.4999,
         ] {
-            assert_eq!(round_small(x), x.round_ties_even(), "{x}");
             assert_eq!(round_to_int(x), x.round_ties_even() as i32, "{x}");
         }
     }
