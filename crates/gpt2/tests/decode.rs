@@ -124,7 +124,11 @@ fn compare_prompts(model: &Gpt2LmHeadModel, prompt_lens: &[usize], first: usize)
     let cfg = model.config();
     let t = *prompt_lens.iter().max().unwrap();
     let rows: Vec<Vec<u32>> = (0..prompt_lens.len())
-        .map(|r| (0..t).map(|i| ((r * 17 + i * 11) % cfg.vocab_size) as u32).collect())
+        .map(|r| {
+            (0..t)
+                .map(|i| ((r * 17 + i * 11) % cfg.vocab_size) as u32)
+                .collect()
+        })
         .collect();
     let mask: Vec<Vec<u32>> = prompt_lens
         .iter()
@@ -148,7 +152,10 @@ fn compare_prompts(model: &Gpt2LmHeadModel, prompt_lens: &[usize], first: usize)
             };
             outs.push(model.forward(&args, Some(cache)).unwrap());
         }
-        let what = format!("{} layers, {prompt_lens:?}, positions {c0}..{c1}", cfg.n_layer);
+        let what = format!(
+            "{} layers, {prompt_lens:?}, positions {c0}..{c1}",
+            cfg.n_layer
+        );
         let err = scaled_error(
             outs[0].logits.as_ref().unwrap(),
             outs[1].logits.as_ref().unwrap(),

@@ -77,7 +77,10 @@ fn same_blocks(a: &AutoModel, b: &AutoModel) {
         };
         assert_eq!((qa.kind, qa.n, qa.k), (qb.kind, qb.n, qb.k), "{name}");
         assert!(qa.packed() == qb.packed(), "{name}: blocks differ");
-        assert!(qa.packed_scales() == qb.packed_scales(), "{name}: scales differ");
+        assert!(
+            qa.packed_scales() == qb.packed_scales(),
+            "{name}: scales differ"
+        );
     }
 }
 

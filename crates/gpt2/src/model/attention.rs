@@ -92,8 +92,7 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
     let x = x.clamp(LOW, HIGH);
     let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5;
@@ -121,6 +120,53 @@ fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
         }
     }
     acc.iter().fold(tail, |a, &b| f(a, b))
+}
+
+/// `p` softmaxed in place (-inf entries to exactly 0); false, untouched after the max, when every
+/// entry is -inf. In 256-bit registers where the CPU has them (the library is built for
+/// baseline x86-64); the same bits either way, as Rust fuses no multiply-add on its own.
+fn softmax(p: &mut [f32]) -> bool {
+    #[inline(always)]
+    fn plain(p: &mut [f32]) -> bool {
+        let max = lanes(p, f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            return false;
+        }
+        p.iter_mut().for_each(|x| *x = exp_fast(*x - max));
+        let inv = 1.0 / lanes(p, 0.0, |a, b| a + b);
+        p.iter_mut().for_each(|x| *x *= inv);
+        true
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn wide(p: &mut [f32]) -> bool {
+            plain(p)
+        }
+        // SAFETY: avx2 was detected.
+        return unsafe { wide(p) };
+    }
+    plain(p)
+}
+
+/// The heads of one third of c_attn's output (`which`: 0 q, 1 k, 2 v) from `[B, T, 3E]` to
+/// `[B, H, T, D]`, a row of D at a time (candle's transposing copy goes element by element).
+pub(crate) fn split_heads(
+    qkv: &[f32],
+    (b, t, h, d): (usize, usize, usize, usize),
+    which: usize,
+) -> Vec<f32> {
+    let e = h * d;
+    let mut out = vec![0f32; b * h * t * d];
+    out.par_chunks_mut((t * d).max(1))
+        .enumerate()
+        .for_each(|(bh, head)| {
+            let (bi, hd) = (bh / h, bh % h);
+            for (i, row) in head.chunks_exact_mut(d.max(1)).enumerate() {
+                row.copy_from_slice(&qkv[(bi * t + i) * 3 * e + which * e + hd * d..][..d]);
+            }
+        });
+    out
 }
 
 /// Query rows per task of a prompt's attention: a block of scores `[64, S]` and its products
@@ -218,15 +264,10 @@ pub(crate) fn attend_prompt(
                         }
                     }
                 }
-                let max = lanes(p, f32::NEG_INFINITY, f32::max);
-                if max == f32::NEG_INFINITY {
+                if !softmax(p) {
                     blind.push(i);
                     p.fill(0.0);
-                    continue;
                 }
-                p.iter_mut().for_each(|x| *x = exp_fast(*x - max));
-                let inv = 1.0 / lanes(p, 0.0, |a, b| a + b);
-                p.iter_mut().for_each(|x| *x *= inv);
             }
             let row_stride = (h * d) as isize;
             // SAFETY: this task's output rows: query rows i0..i1 of head hd in batch row bi, which
@@ -255,7 +296,8 @@ pub(crate) fn attend_prompt(
                     gemm::Parallelism::None,
                 );
                 for i in blind {
-                    let row = std::slice::from_raw_parts_mut(out.at(((bi * t + i) * h + hd) * d), d);
+                    let row =
+                        std::slice::from_raw_parts_mut(out.at(((bi * t + i) * h + hd) * d), d);
                     let qr = &q[(bh * t + i) * d..][..d];
                     let (kf, vf) = (&k[bh * cap * d..][..s * d], &v[bh * cap * d..][..s * d]);
                     let row_bias = bias.map(|m| &m[(bi * t + i) * s..][..s]);
@@ -383,7 +425,14 @@ mod tests {
             }
             w
         };
-        let got = attend_prompt(&q, &widen(&k), &widen(&v), Some(&padded), (b, h, t, s, d, cap), scale);
+        let got = attend_prompt(
+            &q,
+            &widen(&k),
+            &widen(&v),
+            Some(&padded),
+            (b, h, t, s, d, cap),
+            scale,
+        );
         assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
     }
 }

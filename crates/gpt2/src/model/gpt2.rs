@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use super::activation::Act;
-use super::attention::attend_prompt;
+use super::attention::{attend_prompt, split_heads};
 use super::cache::Cache;
 use super::matvec::with_f32;
 use super::weight::{check_stored_format, Weight, WeightFormat};
@@ -150,6 +150,9 @@ impl Attention {
         let (h, d) = (self.n_head, self.head_dim);
         let qkv = self.c_attn.forward(x)?; // [B, T, 3E]
         let heads = |i: usize| -> Result<Tensor> {
+            if let Some(v) = with_f32(&qkv, |s| split_heads(s, (b, t, h, d), i)) {
+                return Ok(Tensor::from_vec(v, (b, h, t, d), qkv.device())?);
+            }
             Ok(qkv
                 .narrow(2, i * e, e)?
                 .reshape((b, t, h, d))?
@@ -181,7 +184,9 @@ impl Attention {
                     attend_prompt(qs, ks, vs, Some(bias), (b, h, t, s, d, cap), scale)
                 }),
             };
-            let y = with_f32(&q, |qs| with_f32(&kb, |ks| with_f32(&vb, |vs| run(qs, ks, vs))));
+            let y = with_f32(&q, |qs| {
+                with_f32(&kb, |ks| with_f32(&vb, |vs| run(qs, ks, vs)))
+            });
             if let Some(y) = y.flatten().flatten().flatten() {
                 let y = Tensor::from_vec(y, (b, t, e), x.device())?;
                 let y = dropout(&self.c_proj.forward(&y)?, self.resid_pdrop, train)?;

@@ -614,26 +614,30 @@ fn qlinear_with(
         return;
     }
     let block_bytes = w.groups_per_row() * (w.kind.block_group_bytes() + 2 * BLOCK_ROWS);
-    let per_task = (64 * 1024 / block_bytes.max(1)).clamp(1, 1 << 16).next_multiple_of(4);
+    let per_task = (64 * 1024 / block_bytes.max(1))
+        .clamp(1, 1 << 16)
+        .next_multiple_of(4);
     let out = Out {
         y: y.as_mut_ptr(),
         n: w.n,
         bias,
     };
-    (0..blocks.div_ceil(per_task)).into_par_iter().for_each(|t| {
-        let (b0, b1) = (t * per_task, ((t + 1) * per_task).min(blocks));
-        // SAFETY: y is [m, n] and this task's blocks b0..b1 are its own columns; the
-        // instruction sets were detected.
-        unsafe {
-            match simd {
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx512 => x86::blocks_avx512(xq, m, w, b0, b1, out),
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx2 => x86::blocks_avx2(xq, m, w, b0, b1, out),
-                Simd::Portable => portable_blocks(xq, m, w, b0, b1, out),
+    (0..blocks.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|t| {
+            let (b0, b1) = (t * per_task, ((t + 1) * per_task).min(blocks));
+            // SAFETY: y is [m, n] and this task's blocks b0..b1 are its own columns; the
+            // instruction sets were detected.
+            unsafe {
+                match simd {
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx512 => x86::blocks_avx512(xq, m, w, b0, b1, out),
+                    #[cfg(target_arch = "x86_64")]
+                    Simd::Avx2 => x86::blocks_avx2(xq, m, w, b0, b1, out),
+                    Simd::Portable => portable_blocks(xq, m, w, b0, b1, out),
+                }
             }
-        }
-    });
+        });
 }
 
 /// The scalar kernel for CPUs without AVX2: the reference's arithmetic, per task.
@@ -772,7 +776,8 @@ mod x86 {
                 let s = *xq.sum.get_unchecked((r0 + r) * groups + g);
                 *row = [_mm512_set1_epi32(-offset * s); C];
             }
-            let wp: [*const u8; C] = std::array::from_fn(|c| data.add(((b + c) * groups + g) * bgb));
+            let wp: [*const u8; C] =
+                std::array::from_fn(|c| data.add(((b + c) * groups + g) * bgb));
             if Q4 {
                 for p in 0..4 {
                     for c in 0..C {
@@ -791,7 +796,9 @@ mod x86 {
                 for ch in 0..8 {
                     for c in 0..C {
                         if R == 1 {
-                            _mm_prefetch::<_MM_HINT_T0>(wp[c].wrapping_add(ch * 64 + PF) as *const i8);
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                wp[c].wrapping_add(ch * 64 + PF) as *const i8
+                            );
                         }
                         let wv = _mm512_loadu_si512(wp[c].add(ch * 64) as *const _);
                         for (r, row) in ai.iter_mut().enumerate() {
@@ -1036,7 +1043,10 @@ mod tests {
         // And back.
         for q in [q8, q4] {
             let (data, scales) = q.row_major();
-            assert_eq!(QMatrix::from_parts(q.kind, 2, 64, &data, scales).unwrap(), q);
+            assert_eq!(
+                QMatrix::from_parts(q.kind, 2, 64, &data, scales).unwrap(),
+                q
+            );
         }
     }
 
@@ -1101,9 +1111,13 @@ mod tests {
     fn kernels_hold_the_extremes() {
         for kind in [QuantKind::Q8, QuantKind::Q4] {
             let (m, k, n) = (3, 256, 40);
-            let w: Vec<f32> = (0..n * k).map(|i| if (i / 3) % 2 == 0 { 1.0 } else { -1.0 }).collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| if (i / 3) % 2 == 0 { 1.0 } else { -1.0 })
+                .collect();
             let w = QMatrix::quantize(kind, &w, n, k);
-            let x: Vec<f32> = (0..m * k).map(|i| if i % 5 < 2 { -1.0 } else { 1.0 }).collect();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| if i % 5 < 2 { -1.0 } else { 1.0 })
+                .collect();
             let mut want = vec![0f32; m * n];
             qlinear_reference(&x, m, &w, None, &mut want);
             let xq = quantize_rows(&x, m, k);
