@@ -313,18 +313,7 @@ pub(crate) fn attend_prompt(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::model::test_util::random;
 
     /// The whole score matrix, the bias added, softmax, product with v: as transformers' eager
     /// attention computes it.

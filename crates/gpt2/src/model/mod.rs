@@ -27,6 +27,24 @@ mod summary;
 mod token_classification;
 pub(crate) mod weight;
 
+/// What the kernels' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// `len` values in [-0.5, 0.5) from a linear congruential generator: the same for a seed on
+    /// every machine.
+    pub(crate) fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+}
+
 use candle_core::Tensor;
 
 pub use activation::{Act, ActParam};

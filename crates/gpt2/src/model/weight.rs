@@ -334,15 +334,7 @@ mod tests {
     use super::*;
 
     fn random(shape: (usize, usize), seed: u64) -> Tensor {
-        let mut s = seed;
-        let v: Vec<f32> = (0..shape.0 * shape.1)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect();
+        let v = crate::model::test_util::random(shape.0 * shape.1, seed);
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
