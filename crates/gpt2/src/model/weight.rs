@@ -238,7 +238,17 @@ impl Weight {
     /// The matrix as f32 `[n, k]`: the values it stands for (a copy unless it is f32).
     pub fn to_f32(&self) -> Result<Tensor> {
         match self {
-            Weight::Float(t) => Ok(t.to_dtype(DType::F32)?),
+            Weight::Float(t) => {
+                let wide = match t.dtype() {
+                    DType::F16 => with_slice::<f16, _>(t, matvec::widen),
+                    DType::BF16 => with_slice::<bf16, _>(t, matvec::widen),
+                    _ => None,
+                };
+                Ok(match wide {
+                    Some(v) => Tensor::from_vec(v, t.dims(), t.device())?,
+                    None => t.to_dtype(DType::F32)?,
+                })
+            }
             Weight::Quant(q) => Ok(Tensor::from_vec(q.dequantize(), (q.n, q.k), &Device::Cpu)?),
         }
     }
