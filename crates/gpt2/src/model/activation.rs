@@ -199,21 +199,12 @@ fn gelu_tanh_fast(x: f32) -> f32 {
     x / (1.0 + super::attention::exp_fast(-2.0 * u))
 }
 
-/// [`gelu_tanh_fast`] over a slice, in 256-bit registers where the CPU has them (the library is
-/// built for baseline x86-64, whose vectors are 128-bit). Rust never fuses a multiply and an add
-/// on its own, so both loops give the same bits.
+/// [`gelu_tanh_fast`] over a slice.
 fn gelu_tanh_slice(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide(xs: &mut [f32]) {
-            xs.iter_mut().for_each(|e| *e = gelu_tanh_fast(*e));
-        }
-        // SAFETY: avx2 was detected.
-        unsafe { wide(xs) };
-        return;
-    }
-    xs.iter_mut().for_each(|e| *e = gelu_tanh_fast(*e));
+    super::matvec::with_avx2(
+        #[inline(always)]
+        || xs.iter_mut().for_each(|e| *e = gelu_tanh_fast(*e)),
+    )
 }
 
 fn sigmoid(x: f32) -> f32 {

@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use super::matvec::{lanes, with_avx2};
+
 /// A dot product in eight partial sums, so it vectorises (a single running sum cannot be
 /// reordered, and would run one multiply-add per cycle).
 pub(crate) fn dot8(a: &[f32], b: &[f32]) -> f32 {
@@ -107,46 +109,22 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
     }
 }
 
-/// `x` folded with `f` in sixteen independent lanes, then across them: a reduction the compiler
-/// vectorises (one running value could not be reordered).
-#[inline(always)]
-fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut acc = [init; 16];
-    let chunks = x.chunks_exact(16);
-    let tail = chunks.remainder().iter().fold(init, |a, &b| f(a, b));
-    for c in chunks {
-        for l in 0..16 {
-            acc[l] = f(acc[l], c[l]);
-        }
-    }
-    acc.iter().fold(tail, |a, &b| f(a, b))
-}
-
 /// `p` softmaxed in place (-inf entries to exactly 0); false, untouched after the max, when every
-/// entry is -inf. In 256-bit registers where the CPU has them (the library is built for
-/// baseline x86-64); the same bits either way, as Rust fuses no multiply-add on its own.
+/// entry is -inf.
 fn softmax(p: &mut [f32]) -> bool {
-    #[inline(always)]
-    fn plain(p: &mut [f32]) -> bool {
-        let max = lanes(p, f32::NEG_INFINITY, f32::max);
-        if max == f32::NEG_INFINITY {
-            return false;
-        }
-        p.iter_mut().for_each(|x| *x = exp_fast(*x - max));
-        let inv = 1.0 / lanes(p, 0.0, |a, b| a + b);
-        p.iter_mut().for_each(|x| *x *= inv);
-        true
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide(p: &mut [f32]) -> bool {
-            plain(p)
-        }
-        // SAFETY: avx2 was detected.
-        return unsafe { wide(p) };
-    }
-    plain(p)
+    with_avx2(
+        #[inline(always)]
+        || {
+            let max = lanes(p, f32::NEG_INFINITY, f32::max);
+            if max == f32::NEG_INFINITY {
+                return false;
+            }
+            p.iter_mut().for_each(|x| *x = exp_fast(*x - max));
+            let inv = 1.0 / lanes(p, 0.0, |a, b| a + b);
+            p.iter_mut().for_each(|x| *x *= inv);
+            true
+        },
+    )
 }
 
 /// The heads of one third of c_attn's output (`which`: 0 q, 1 k, 2 v) from `[B, T, 3E]` to

@@ -162,6 +162,40 @@ pub(crate) fn widen<W: Element>(w: &[W]) -> Vec<f32> {
     out
 }
 
+/// `x` folded with `f` in sixteen independent lanes, then across them: a reduction the compiler
+/// vectorises (one running value, f32::max's NaN rule or a sum's order, stays scalar).
+#[inline(always)]
+pub(crate) fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(init, |a, &b| f(a, b));
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] = f(acc[l], c[l]);
+        }
+    }
+    acc.iter().fold(tail, |a, &b| f(a, b))
+}
+
+/// `f()` compiled for 256-bit registers where [`Simd::detect`] allows AVX2 (the library is built
+/// for baseline x86-64, whose vectors are 128-bit): for plain loops that vectorise. The same
+/// bits either way, as Rust fuses no multiply-add on its own. Mark `f` `#[inline(always)]`: a
+/// closure left out of line is compiled for the baseline (seen with the softmax's).
+#[inline(always)]
+pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if Simd::detect() != Simd::Portable {
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: avx2 was detected.
+        return unsafe { wide(f) };
+    }
+    f()
+}
+
 /// The parallel frame every product kernel shares: output rows split across cores in runs of
 /// about 64 KiB of weights (long sequential reads, and enough tasks that a core held up
 /// elsewhere costs little: 16 KiB to 1 MiB measured within noise); `block(j0, out, stride)`

@@ -32,7 +32,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::matvec::Simd;
+use super::matvec::{lanes, Simd};
 
 /// Weights per group (one scale each).
 pub const GROUP: usize = 32;
@@ -498,20 +498,10 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     }
 }
 
-/// The largest |v| of `x` (NaN-free input), in eight lanes so it vectorises: f32::max's NaN
-/// rule keeps a single running maximum scalar.
+/// The largest |v| of `x`.
 #[inline(always)]
 fn abs_max(x: &[f32]) -> f32 {
-    let mut m = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder().iter().fold(0f32, |a, v| a.max(v.abs()));
-    for c in chunks {
-        for l in 0..8 {
-            let v = c[l].abs();
-            m[l] = if v > m[l] { v } else { m[l] };
-        }
-    }
-    m.iter().fold(tail, |a, &b| a.max(b))
+    lanes(x, 0.0, |a, v| a.max(v.abs()))
 }
 
 /// `x` rounded to the nearest integer (ties to even) for |x| < 2^22, read off the bits of
@@ -768,8 +758,7 @@ mod x86 {
         b: usize,
     ) -> [[__m512; C]; R] {
         let groups = xq.groups;
-        let bgb = if Q4 { 256 } else { 512 };
-        let offset: i32 = if Q4 { 8 } else { 128 };
+        let (bgb, offset) = (w.kind.block_group_bytes(), w.kind.offset());
         let data = w.packed().as_ptr();
         let scales = w.packed_scales().as_ptr();
         let nibble = _mm512_set1_epi8(0x0f);
@@ -881,7 +870,7 @@ mod x86 {
         h: usize,
     ) -> [[__m256; C]; R] {
         let groups = xq.groups;
-        let bgb = if Q4 { 256 } else { 512 };
+        let bgb = w.kind.block_group_bytes();
         let data = w.packed().as_ptr();
         let scales = w.packed_scales().as_ptr();
         let nibble = _mm256_set1_epi8(0x0f);
@@ -893,7 +882,7 @@ mod x86 {
             if Q4 {
                 for (r, row) in ai.iter_mut().enumerate() {
                     let s = *xq.sum.get_unchecked((r0 + r) * groups + g);
-                    *row = [_mm256_set1_epi32(-8 * s); C];
+                    *row = [_mm256_set1_epi32(-w.kind.offset() * s); C];
                 }
             }
             let wp: [*const u8; C] = std::array::from_fn(|c| {
