@@ -373,3 +373,34 @@ fn damaged_blocks_are_errors() {
         "{err}"
     );
 }
+
+/// Quantizing at load reads each matrix straight from the checkpoint's map (Conv1D weights
+/// down their stored columns, f16 and bf16 widened on the way): the blocks are those of
+/// quantizing the f32 matrix as loaded, for every fixture and both kinds.
+#[test]
+fn quantizing_from_the_map_matches_quantizing_the_f32_matrices() {
+    use gpt2::model::quant::QMatrix;
+    let root = model_dir("tiny").parent().unwrap().to_path_buf();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let name = entry.unwrap().file_name().to_str().unwrap().to_string();
+        let f32 = quantized_at_load(&name, WeightFormat::F32);
+        for format in FORMATS {
+            let kind = format.quant_kind().unwrap();
+            let q = quantized_at_load(&name, format);
+            let (floats, quants) = (f32.model.big_matrices(), q.model.big_matrices());
+            assert_eq!(floats.len(), quants.len());
+            for ((what, f), (_, w)) in floats.iter().zip(&quants) {
+                let Weight::Quant(got) = w else {
+                    panic!("{name} {what} is not quantized");
+                };
+                let t = f.to_f32().unwrap();
+                let (n, k) = t.dims2().unwrap();
+                let want = QMatrix::quantize(kind, &values(&t), n, k);
+                assert!(**got == want, "{name} {what} {format:?}");
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 10, "{seen} fixtures");
+}

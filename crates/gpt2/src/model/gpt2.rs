@@ -262,17 +262,18 @@ impl Block {
         let p = format!("h.{i}");
         let (e, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
         let ln_1 = LayerNorm::load(w, &format!("{p}.ln_1"), e, eps, dev)?;
-        // The four matrices in one allocation, each kept [out, in] (see Conv1D); quantized
-        // formats quantize them from f32, or take a quantized checkpoint's blocks as stored.
+        // Each matrix kept [out, in] (see Conv1D). Float formats: the four in one allocation.
+        // Quantized: each quantized straight from the map, or a quantized checkpoint's blocks.
         let inner = cfg.inner_dim();
         let names = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
             .map(|m| format!("{p}.{m}.weight"));
         let shapes = [[e, 3 * e], [e, e], [e, inner], [inner, e]];
-        let loaded = if w.quantization().is_some() {
+        let loaded = if format.quant_kind().is_some() || w.quantization().is_some() {
+            let conv1d = w.quantization().is_none();
             names
                 .iter()
                 .zip(&shapes)
-                .map(|(n, s)| Weight::load(w, n, (s[1], s[0]), format, dev))
+                .map(|(n, s)| Weight::load(w, n, (s[1], s[0]), conv1d, format, dev))
                 .collect::<Result<Vec<_>>>()?
         } else {
             let specs: Vec<(&str, &[usize], bool)> = names
@@ -347,15 +348,13 @@ impl Gpt2Model {
         check_weights_match_config(w, cfg)?;
         let (e, dev) = (cfg.n_embd, device);
         // state_dict order, so the first mismatch reported is the first a reader would check.
-        let wte = Weight::load(w, "wte.weight", (cfg.vocab_size, e), format, dev)?;
+        let wte = Weight::load(w, "wte.weight", (cfg.vocab_size, e), false, format, dev)?;
         let wpe = w.get("wpe.weight", &[cfg.n_positions, e], DType::F32, dev)?;
-        // Copying out of the map is most of load time; layers are independent, so use every
-        // core, then report the lowest layer's error (deterministically).
+        // One layer at a time (each spreads its copies across cores): the checkpoint's pages a
+        // layer was read from go back before the next is read, so a load's peak memory is
+        // the weights and one layer's source, not two.
         let h = (0..cfg.n_layer)
-            .into_par_iter()
             .map(|i| Block::load(w, i, cfg, format, dev))
-            .collect::<Vec<_>>()
-            .into_iter()
             .collect::<Result<Vec<_>>>()?;
         Ok(Gpt2Model {
             wte,
@@ -718,7 +717,14 @@ pub(crate) fn load_lm_head(
     let shape = [cfg.vocab_size, cfg.n_embd];
     let dims = (shape[0], shape[1]);
     Ok((
-        Weight::load(w, "lm_head.weight", dims, transformer.format(), device)?,
+        Weight::load(
+            w,
+            "lm_head.weight",
+            dims,
+            false,
+            transformer.format(),
+            device,
+        )?,
         false,
     ))
 }

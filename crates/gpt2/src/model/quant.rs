@@ -32,7 +32,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::matvec::{lanes, Simd};
+use super::matvec::{with_avx2, Simd};
 
 /// Weights per group (one scale each).
 pub const GROUP: usize = 32;
@@ -161,6 +161,7 @@ fn pack_row_group(kind: QuantKind, u: &[u8; GROUP], bytes: &mut [u8]) {
 
 /// Writes one row's group of unsigned integers into its block's packed group ([`packed_at`]'s
 /// places, written out per layout: this runs for every weight at load).
+#[inline(always)]
 fn scatter(kind: QuantKind, lane: usize, u: &[u8; GROUP], block_group: &mut [u8]) {
     match kind {
         QuantKind::Q8 => {
@@ -320,42 +321,109 @@ impl QMatrix {
     /// Quantize `w` (`[n, k]`, row-major).
     pub fn quantize(kind: QuantKind, w: &[f32], n: usize, k: usize) -> QMatrix {
         assert_eq!(w.len(), n * k, "w must be [n, k]");
-        let mut m = QMatrix::zeroed(kind, n, k);
-        // Blocks are independent: across cores (this is most of a quantized load's time).
-        m.fill_blocks(|j, g, u| {
-            let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
-            let mut group = [0f32; GROUP];
-            group[..i1 - i0].copy_from_slice(&w[j * k + i0..j * k + i1]);
-            match kind {
-                QuantKind::Q8 => quantize_q8(&group, u),
-                QuantKind::Q4 => quantize_q4(&group, u),
-            }
-        });
-        m
+        let rows = |r: std::ops::Range<usize>, out: &mut [f32]| {
+            out.copy_from_slice(&w[r.start * k..r.end * k]);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        match QMatrix::quantize_with(kind, n, k, false, rows, |_| {}) {
+            Ok(m) => m,
+            Err(never) => match never {},
+        }
     }
 
-    /// Quantize an `[n, k]` matrix handed over in slices of rows: `rows(r0..r1)` gives those
-    /// rows as f32. Only one slice (rounded up to whole blocks) is ever held in f32.
-    pub fn quantize_by_rows<E>(
+    /// Quantize an `[n, k]` matrix read a block of rows at a time: `rows(r, out)` writes rows
+    /// `r` as f32 into `out`, `[r.len(), k]`, or `[k, r.len()]` when `column_major` (a
+    /// checkpoint's map, say, in whatever layout and dtype it is stored: a Conv1D weight's rows
+    /// lie down its stored columns). Blocks go across cores, about 4 MiB of f32 at a time;
+    /// `done(r)` is called once rows `r` have all been read, so their source can be let go.
+    pub fn quantize_with<E: Send>(
         kind: QuantKind,
         n: usize,
         k: usize,
-        slice_rows: usize,
-        mut rows: impl FnMut(std::ops::Range<usize>) -> std::result::Result<Vec<f32>, E>,
+        column_major: bool,
+        rows: impl Fn(std::ops::Range<usize>, &mut [f32]) -> std::result::Result<(), E> + Sync,
+        mut done: impl FnMut(std::ops::Range<usize>),
     ) -> std::result::Result<QMatrix, E> {
         let mut m = QMatrix::zeroed(kind, n, k);
         let groups = m.groups_per_row();
-        let block_bytes = groups * kind.block_group_bytes();
-        let step = slice_rows.max(1).next_multiple_of(BLOCK_ROWS);
-        for r0 in (0..n).step_by(step) {
-            let r1 = (r0 + step).min(n);
-            // A slice starts on a block boundary, so its packed blocks are the whole's.
-            let part = QMatrix::quantize(kind, &rows(r0..r1)?, r1 - r0, k);
-            let b0 = r0 / BLOCK_ROWS;
-            let at = m.start + b0 * block_bytes;
-            m.buf[at..at + part.packed().len()].copy_from_slice(part.packed());
-            let s0 = b0 * groups * BLOCK_ROWS;
-            m.scales[s0..s0 + part.scales.len()].copy_from_slice(&part.scales);
+        let bgb = kind.block_group_bytes();
+        let block_bytes = groups * bgb;
+        // A task reads up to four blocks' rows (~192 KiB of f32) at once: from a transposed
+        // source (a Conv1D weight) that is 256 contiguous bytes of each stored row.
+        let task_blocks = ((48 << 10) / (k.max(1) * BLOCK_ROWS)).clamp(1, 4);
+        let slice_blocks = ((1 << 20) / (k.max(1) * BLOCK_ROWS))
+            .max(1)
+            .next_multiple_of(task_blocks);
+        let len = m.blocks() * block_bytes;
+        let start = m.start;
+        let slices = m.buf[start..start + len]
+            .chunks_mut((slice_blocks * block_bytes).max(1))
+            .zip(
+                m.scales
+                    .chunks_mut((slice_blocks * groups * BLOCK_ROWS).max(1)),
+            );
+        for (s, (data, scales)) in slices.enumerate() {
+            let b0 = s * slice_blocks;
+            data.par_chunks_mut((task_blocks * block_bytes).max(1))
+                .zip(scales.par_chunks_mut((task_blocks * groups * BLOCK_ROWS).max(1)))
+                .enumerate()
+                .try_for_each_init(Vec::new, |staging, (t, (data, scales))| {
+                    let j0 = (b0 + t * task_blocks) * BLOCK_ROWS;
+                    let j1 = (j0 + task_blocks * BLOCK_ROWS).min(n);
+                    staging.resize((j1 - j0) * k, 0f32);
+                    rows(j0..j1, staging)?;
+                    // The groups' arithmetic vectorises (abs_max, round_to_int) given the width.
+                    with_avx2(
+                        #[inline(always)]
+                        || {
+                            if column_major {
+                                let w = j1 - j0;
+                                for (b, data) in data.chunks_mut(block_bytes).enumerate() {
+                                    let lanes = (w - b * BLOCK_ROWS).min(BLOCK_ROWS);
+                                    for g in 0..groups {
+                                        let mut tile = [[0f32; BLOCK_ROWS]; GROUP];
+                                        // Columns past k stay zero, as a row's last group is padded.
+                                        for (c, t) in tile.iter_mut().enumerate() {
+                                            let col = g * GROUP + c;
+                                            if col < k {
+                                                let at = col * w + b * BLOCK_ROWS;
+                                                t[..lanes]
+                                                    .copy_from_slice(&staging[at..at + lanes]);
+                                            }
+                                        }
+                                        let at = (b * groups + g) * BLOCK_ROWS;
+                                        quantize_lanes(
+                                            kind,
+                                            &tile,
+                                            lanes,
+                                            &mut data[g * bgb..(g + 1) * bgb],
+                                            &mut scales[at..at + lanes],
+                                        );
+                                    }
+                                }
+                                return;
+                            }
+                            let mut u = [0u8; GROUP];
+                            for (r, row) in staging.chunks_exact(k.max(1)).enumerate() {
+                                let (b, lane) = (r / BLOCK_ROWS, r % BLOCK_ROWS);
+                                let data = &mut data[b * block_bytes..(b + 1) * block_bytes];
+                                let scales = &mut scales[b * groups * BLOCK_ROWS..];
+                                for g in 0..groups {
+                                    let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
+                                    let mut group = [0f32; GROUP];
+                                    group[..i1 - i0].copy_from_slice(&row[i0..i1]);
+                                    scales[g * BLOCK_ROWS + lane] = match kind {
+                                        QuantKind::Q8 => quantize_q8(&group, &mut u),
+                                        QuantKind::Q4 => quantize_q4(&group, &mut u),
+                                    };
+                                    scatter(kind, lane, &u, &mut data[g * bgb..(g + 1) * bgb]);
+                                }
+                            }
+                        },
+                    );
+                    Ok(())
+                })?;
+            done(b0 * BLOCK_ROWS..((b0 + slice_blocks) * BLOCK_ROWS).min(n));
         }
         Ok(m)
     }
@@ -393,6 +461,7 @@ fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
 }
 
 /// One group to unsigned integers `q + 128`; returns the scale.
+#[inline(always)]
 fn quantize_q8(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
     let d = abs_max(x) / 127.0;
     // Quantize with the scale as stored (f16), so q * d reproduces the values as closely as
@@ -409,7 +478,83 @@ fn quantize_q8(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
     d16
 }
 
+/// One block's group from a tile of its 16 lanes' values (`tile[c][lane]`, a Conv1D weight's
+/// layout): the same integers and scales as [`quantize_q8`] / [`quantize_q4`] on each lane's
+/// row, with the arithmetic running down the lanes (16 wide) instead of along a row, and
+/// packed straight into the block's bytes. Lanes from `lanes` on are left as they are (a last
+/// block's rows past the matrix stay zero).
+#[inline(always)]
+fn quantize_lanes(
+    kind: QuantKind,
+    tile: &[[f32; BLOCK_ROWS]; GROUP],
+    lanes: usize,
+    block_group: &mut [u8],
+    scales: &mut [f16],
+) {
+    let mut amax = [0f32; BLOCK_ROWS];
+    for t in tile {
+        for (a, v) in amax.iter_mut().zip(t) {
+            *a = a.max(v.abs());
+        }
+    }
+    let (lo, hi, offset) = match kind {
+        QuantKind::Q8 => (-127.0, 127.0, 128),
+        QuantKind::Q4 => (-8.0, 7.0, 8),
+    };
+    let mut inv = [0f32; BLOCK_ROWS];
+    for l in 0..lanes {
+        let d16 = match kind {
+            QuantKind::Q8 => f16::from_f32(amax[l] / 127.0),
+            QuantKind::Q4 => {
+                // The first value of largest magnitude, with its sign (as quantize_q4).
+                let m = tile
+                    .iter()
+                    .map(|t| t[l])
+                    .find(|v| v.abs() == amax[l])
+                    .unwrap_or(0.0);
+                f16::from_f32(m / -8.0)
+            }
+        };
+        let d = d16.to_f32();
+        inv[l] = match kind {
+            QuantKind::Q8 if d > 0.0 => 1.0 / d,
+            QuantKind::Q4 if d != 0.0 => 1.0 / d,
+            _ => 0.0,
+        };
+        scales[l] = d16;
+    }
+    let mut u = [[0u8; BLOCK_ROWS]; GROUP];
+    for (q, t) in u.iter_mut().zip(tile) {
+        for l in 0..BLOCK_ROWS {
+            q[l] = (round_to_int((t[l] * inv[l]).clamp(lo, hi)) + offset) as u8;
+        }
+    }
+    let keep = |l: usize| l < lanes;
+    match kind {
+        QuantKind::Q8 => {
+            for (chunk, quads) in block_group.chunks_exact_mut(64).enumerate() {
+                for l in (0..BLOCK_ROWS).filter(|&l| keep(l)) {
+                    for e in 0..QUAD {
+                        quads[l * QUAD + e] = u[chunk * QUAD + e][l];
+                    }
+                }
+            }
+        }
+        QuantKind::Q4 => {
+            for (p, quads) in block_group.chunks_exact_mut(64).enumerate() {
+                for l in (0..BLOCK_ROWS).filter(|&l| keep(l)) {
+                    for e in 0..QUAD {
+                        quads[l * QUAD + e] =
+                            u[2 * p * QUAD + e][l] | (u[(2 * p + 1) * QUAD + e][l] << 4);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// One group to unsigned integers `q` in 0..=15 (standing for `q - 8`); returns the scale.
+#[inline(always)]
 fn quantize_q4(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
     // The value of largest magnitude maps to -8 exactly (the sign makes the range -8..=7 fit it).
     // The first of the largest magnitude, found after the (vectorised) largest magnitude itself.
@@ -498,10 +643,22 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     }
 }
 
-/// The largest |v| of `x`.
+/// The largest |v| of `x`, at most one group: pairwise maxima down a tree, which vectorises
+/// where a running maximum stays scalar (16 dependent steps per group, a third of quantizing
+/// the weights at load). The order does not matter: |v| is never -0 and f32::max passes over NaN.
 #[inline(always)]
 fn abs_max(x: &[f32]) -> f32 {
-    lanes(x, 0.0, |a, v| a.max(v.abs()))
+    debug_assert!(x.len() <= GROUP);
+    let mut a = [0f32; GROUP];
+    for (a, v) in a.iter_mut().zip(x) {
+        *a = v.abs();
+    }
+    for w in [16, 8, 4, 2, 1] {
+        for i in 0..w {
+            a[i] = a[i].max(a[i + w]);
+        }
+    }
+    a[0]
 }
 
 /// `x` rounded to the nearest integer (ties to even) for |x| < 2^22, read off the bits of
@@ -1038,7 +1195,7 @@ mod tests {
     }
 
     #[test]
-    fn packing_round_trips_and_slices_agree() {
+    fn packing_round_trips_and_transposed_reads_agree() {
         for kind in [QuantKind::Q8, QuantKind::Q4] {
             for (n, k) in [(1, 32), (16, 64), (17, 70), (50, 33), (100, 768)] {
                 let w = random(n * k, (n * k) as u64);
@@ -1047,16 +1204,55 @@ mod tests {
                 assert_eq!(data.len(), n * QMatrix::row_bytes(kind, k));
                 let back = QMatrix::from_parts(kind, n, k, &data, scales).unwrap();
                 assert_eq!(back, q, "{kind:?} {n}x{k}");
-                // Quantized a few rows at a time (slices rounded up to whole blocks).
-                for slice in [1, 16, 20, 1000] {
-                    let sliced = QMatrix::quantize_by_rows(kind, n, k, slice, |rows| {
-                        Ok::<_, ()>(w[rows.start * k..rows.end * k].to_vec())
-                    })
-                    .unwrap();
-                    assert_eq!(sliced, q, "{kind:?} {n}x{k} by {slice}");
-                }
+                // Read from the transpose, as a Conv1D weight is stored.
+                let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+                let from_t = QMatrix::quantize_with(
+                    kind,
+                    n,
+                    k,
+                    true,
+                    |r, out: &mut [f32]| {
+                        for c in 0..k {
+                            out[c * r.len()..(c + 1) * r.len()]
+                                .copy_from_slice(&wt[c * n + r.start..c * n + r.end]);
+                        }
+                        Ok::<_, ()>(())
+                    },
+                    |_| {},
+                )
+                .unwrap();
+                assert_eq!(from_t, q, "{kind:?} {n}x{k} transposed");
             }
         }
+    }
+
+    #[test]
+    fn quantizing_hands_back_rows_in_order() {
+        // Several slices of about 4 MiB of f32: every row is reported done once, in order, and
+        // only after it was read.
+        let (n, k) = (3000, 768);
+        let w = random(n * k, 9);
+        let read = std::sync::Mutex::new(vec![false; n]);
+        let mut next = 0;
+        let q = QMatrix::quantize_with(
+            QuantKind::Q8,
+            n,
+            k,
+            false,
+            |r, out: &mut [f32]| {
+                out.copy_from_slice(&w[r.start * k..r.end * k]);
+                read.lock().unwrap()[r].fill(true);
+                Ok::<_, ()>(())
+            },
+            |r| {
+                assert_eq!(r.start, next);
+                assert!(read.lock().unwrap()[r.clone()].iter().all(|&x| x));
+                next = r.end;
+            },
+        )
+        .unwrap();
+        assert_eq!(next, n);
+        assert_eq!(q, QMatrix::quantize(QuantKind::Q8, &w, n, k));
     }
 
     #[test]

@@ -167,13 +167,15 @@ impl Weight {
         })
     }
 
-    /// The 2-d tensor `name` of `w` (`[n, k]`, stored as `[out, in]`) in `format`. Quantized
-    /// formats convert it a slice of rows at a time, so a large matrix (wte) is never all in f32;
+    /// The 2-d tensor `name` of `w` as `[n, k]` in `format`: stored `[n, k]`, or `[k, n]` when
+    /// `conv1d` (a Conv1D weight in a float checkpoint). Quantized formats quantize it straight
+    /// from the checkpoint's map a block of rows at a time, so no f32 copy of it is made;
     /// a quantized checkpoint's blocks are taken as stored (`format` must be theirs).
     pub fn load(
         w: &crate::weights::Weights,
         name: &str,
         (n, k): (usize, usize),
+        conv1d: bool,
         format: WeightFormat,
         device: &Device,
     ) -> Result<Weight> {
@@ -181,17 +183,16 @@ impl Weight {
             check_stored_format(w, format)?;
             return Ok(Weight::Quant(Arc::new(w.get_quantized(name, (n, k))?)));
         }
+        let stored = if conv1d { [k, n] } else { [n, k] };
         match format.quant_kind() {
-            None => Weight::from_tensor(w.get(name, &[n, k], format.load_dtype(), device)?, format),
+            None => {
+                let t = w.get(name, &stored, format.load_dtype(), device)?;
+                Weight::from_tensor(if conv1d { t.t()? } else { t }, format)
+            }
             Some(kind) => {
-                // About 4 MiB of f32 per slice.
-                let slice = (1 << 20) / k.max(1);
-                let q = QMatrix::quantize_by_rows(kind, n, k, slice, |rows| {
-                    w.get_rows(name, &[n, k], rows, DType::F32, device)?
-                        .flatten_all()?
-                        .to_vec1::<f32>()
-                        .map_err(Error::from)
-                })?;
+                let src = w.float_rows(name, &stored, conv1d)?;
+                let (read, done) = (|r, out: &mut [f32]| src.read(r, out), |r| src.done(r));
+                let q = QMatrix::quantize_with(kind, n, k, src.column_major(), read, done)?;
                 Ok(Weight::Quant(Arc::new(q)))
             }
         }

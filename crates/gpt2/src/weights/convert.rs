@@ -21,26 +21,30 @@ pub(super) fn to_tensor(
     bytes: &[u8],
     dtype: DType,
     device: &Device,
+    done: &dyn Fn(usize, &Slot),
 ) -> Result<Tensor, String> {
-    Ok(to_tensors(&[(slot, bytes)], dtype, device)?.remove(0))
+    Ok(to_tensors(&[(slot, bytes)], dtype, device, done)?.remove(0))
 }
 
 /// Several tensors as `dtype`, decoded into one buffer of which each returned tensor is a view:
 /// a layer's weights in one allocation are backed by huge pages end to end, where separate
-/// allocations lose up to 2 MiB of huge-page coverage at each end.
+/// allocations lose up to 2 MiB of huge-page coverage at each end. `done(i, piece)` is called
+/// as each piece of part i has been read (a large contiguous tensor goes in pieces of about
+/// 4 MiB), so the caller can hand its pages back before the next is read.
 pub(super) fn to_tensors(
     parts: &[(&Slot, &[u8])],
     dtype: DType,
     device: &Device,
+    done: &dyn Fn(usize, &Slot),
 ) -> Result<Vec<Tensor>, String> {
     match dtype {
-        DType::F32 => build::<f32>(parts, device),
-        DType::F16 => build::<f16>(parts, device),
-        DType::BF16 => build::<bf16>(parts, device),
-        DType::F64 => build::<f64>(parts, device),
-        DType::I64 => build::<i64>(parts, device),
-        DType::U32 => build::<u32>(parts, device),
-        DType::U8 => build::<u8>(parts, device),
+        DType::F32 => build::<f32>(parts, device, done),
+        DType::F16 => build::<f16>(parts, device, done),
+        DType::BF16 => build::<bf16>(parts, device, done),
+        DType::F64 => build::<f64>(parts, device, done),
+        DType::I64 => build::<i64>(parts, device, done),
+        DType::U32 => build::<u32>(parts, device, done),
+        DType::U8 => build::<u8>(parts, device, done),
         other => Err(format!(
             "cannot load as {other:?} (stored as {:?})",
             parts.first().map(|(s, _)| s.dtype)
@@ -48,13 +52,22 @@ pub(super) fn to_tensors(
     }
 }
 
-fn build<T: WithDType>(parts: &[(&Slot, &[u8])], device: &Device) -> Result<Vec<Tensor>, String> {
+fn build<T: WithDType>(
+    parts: &[(&Slot, &[u8])],
+    device: &Device,
+    done: &dyn Fn(usize, &Slot),
+) -> Result<Vec<Tensor>, String> {
     let total: usize = parts.iter().map(|(s, _)| s.numel()).sum();
     let mut buf = advised_vec::<T>(total);
     let mut rest = &mut buf.spare_capacity_mut()[..total];
-    for (slot, bytes) in parts {
-        let (dst, tail) = rest.split_at_mut(slot.numel());
-        fill(slot, bytes, dst)?;
+    for (i, (slot, bytes)) in parts.iter().enumerate() {
+        let (mut dst, tail) = rest.split_at_mut(slot.numel());
+        for piece in pieces(slot, 4 << 20) {
+            let (part, more) = dst.split_at_mut(piece.numel());
+            fill(&piece, bytes, part)?;
+            done(i, &piece);
+            dst = more;
+        }
         rest = tail;
     }
     // SAFETY: fill wrote every element of every part, and the parts tile [0, total).
@@ -76,6 +89,29 @@ fn build<T: WithDType>(parts: &[(&Slot, &[u8])], device: &Device) -> Result<Vec<
                 .map_err(err)?;
             offset += slot.numel();
             Ok(view)
+        })
+        .collect()
+}
+
+/// A contiguous tensor of more than `bytes` as runs of whole rows (along its first dimension)
+/// of about that size, in order; anything else whole.
+fn pieces(slot: &Slot, bytes: usize) -> Vec<Slot> {
+    let size = slot.numel() * slot.dtype.size();
+    if !slot.is_contiguous() || slot.shape.is_empty() || size <= bytes {
+        return vec![slot.clone()];
+    }
+    let row = size / slot.shape[0].max(1);
+    let per = (bytes / row.max(1)).max(1);
+    (0..slot.shape[0])
+        .step_by(per)
+        .map(|r0| {
+            let mut shape = slot.shape.clone();
+            shape[0] = per.min(slot.shape[0] - r0);
+            Slot {
+                shape,
+                offset: slot.offset + r0 * row,
+                ..slot.clone()
+            }
         })
         .collect()
 }
@@ -303,6 +339,139 @@ fn transpose_into<T: Copy + Send + Sync>(
         });
 }
 
+/// Rows `rows` of a 2-d float view (f32, f16 or bf16, any strides) as f32 into `out`, on the
+/// calling thread: `[rows, cols]`, or `[cols, rows]` when `column_major` (the order a
+/// transposed view's bytes lie in, so the copy runs along them). What a load that converts a
+/// matrix itself (quantizing it) reads a block of rows through, with no f32 copy of the whole.
+pub(super) fn read_rows_f32(
+    slot: &Slot,
+    bytes: &[u8],
+    rows: std::ops::Range<usize>,
+    column_major: bool,
+    out: &mut [f32],
+) -> Result<(), String> {
+    let offset = check_float_rows(slot, bytes, rows.clone())?;
+    let (n, cols, size) = (rows.len(), slot.shape[1], slot.dtype.size());
+    let [s0, s1] = [slot.strides[0], slot.strides[1]];
+    if out.len() != n * cols {
+        return Err(format!("{} values for {n} rows of {cols}", out.len()));
+    }
+    let base = bytes[offset..].as_ptr();
+    // SAFETY (the three reads): every (i, c) with i < n, c < cols lies before the view's end,
+    // checked above to be inside `bytes`.
+    let at = move |i: usize, c: usize| unsafe { base.add((i * s0 + c * s1) * size) };
+    // A transposed view gives a few hundred bytes of each stored row and jumps to the next,
+    // which the hardware prefetcher does not follow: ask for the rows a few ahead.
+    let prefetch = move |c: usize| {
+        #[cfg(target_arch = "x86_64")]
+        if s0 == 1 {
+            let start = base.wrapping_add(c * s1 * size);
+            for line in (0..n * size).step_by(64) {
+                // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        start.wrapping_add(line).cast(),
+                    )
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = c;
+    };
+    let walk = Walk {
+        n,
+        cols,
+        column_major,
+        by_row: s1 <= s0,
+    };
+    match slot.dtype {
+        StoredDType::F32 => walk.run(out, prefetch, |i, c| unsafe {
+            at(i, c).cast::<f32>().read_unaligned()
+        }),
+        StoredDType::F16 => walk.run(out, prefetch, |i, c| unsafe {
+            at(i, c).cast::<f16>().read_unaligned().to_f32()
+        }),
+        StoredDType::BF16 => walk.run(out, prefetch, |i, c| unsafe {
+            at(i, c).cast::<bf16>().read_unaligned().to_f32()
+        }),
+        _ => unreachable!("check_float_rows admits floats only"),
+    }
+    Ok(())
+}
+
+/// How [`read_rows_f32`] walks `n` rows of `cols`: in the order the source's bytes lie
+/// (`by_row`), writing row- or column-major.
+#[derive(Clone, Copy)]
+struct Walk {
+    n: usize,
+    cols: usize,
+    column_major: bool,
+    by_row: bool,
+}
+
+impl Walk {
+    #[inline(always)]
+    fn run(&self, out: &mut [f32], prefetch: impl Fn(usize), read: impl Fn(usize, usize) -> f32) {
+        let Walk {
+            n,
+            cols,
+            column_major,
+            by_row,
+        } = *self;
+        let index = |i: usize, c: usize| {
+            if column_major {
+                c * n + i
+            } else {
+                i * cols + c
+            }
+        };
+        if by_row {
+            for i in 0..n {
+                for c in 0..cols {
+                    out[index(i, c)] = read(i, c);
+                }
+            }
+        } else {
+            const AHEAD: usize = 8;
+            for c in 0..cols {
+                if c + AHEAD < cols {
+                    prefetch(c + AHEAD);
+                }
+                for i in 0..n {
+                    out[index(i, c)] = read(i, c);
+                }
+            }
+        }
+    }
+}
+
+/// That `rows` of the view are a float matrix's rows inside `bytes`; the byte offset of the
+/// first.
+pub(super) fn check_float_rows(
+    slot: &Slot,
+    bytes: &[u8],
+    rows: std::ops::Range<usize>,
+) -> Result<usize, String> {
+    let (&[n, cols], &[s0, s1]) = (slot.shape.as_slice(), slot.strides.as_slice()) else {
+        return Err(format!("{}-d, not a matrix", slot.shape.len()));
+    };
+    if !matches!(
+        slot.dtype,
+        StoredDType::F32 | StoredDType::F16 | StoredDType::BF16
+    ) {
+        return Err(format!("stored as {:?}, not a float", slot.dtype));
+    }
+    if rows.start > rows.end || rows.end > n {
+        return Err(format!("rows {rows:?} of {n}"));
+    }
+    let size = slot.dtype.size();
+    let offset = slot.offset + rows.start * s0 * size;
+    let end =
+        super::view_end(offset, &[rows.len(), cols], &[s0, s1], size).ok_or("view out of range")?;
+    region(bytes, offset, end - offset)?;
+    Ok(offset)
+}
+
 fn region(bytes: &[u8], offset: usize, len: usize) -> Result<&[u8], String> {
     offset
         .checked_add(len)
@@ -466,7 +635,7 @@ mod tests {
         let storage: Vec<f32> = (0..15).map(|x| x as f32).collect();
         let bytes = f32_bytes(&storage);
         let s = slot(StoredDType::F32, vec![5, 3], vec![1, 5], 0);
-        let fast = to_tensor(&s, &bytes, DType::F32, &Device::Cpu).unwrap();
+        let fast = to_tensor(&s, &bytes, DType::F32, &Device::Cpu, &|_, _| {}).unwrap();
         let reference = decode::<f32>(&s, &bytes).unwrap();
         assert_eq!(
             fast.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
@@ -478,7 +647,7 @@ mod tests {
         let mut bytes = vec![0u8; 3];
         bytes.extend(f32_bytes(&storage));
         let s = slot(StoredDType::F32, vec![c, r], vec![1, c], 3);
-        let fast = to_tensor(&s, &bytes, DType::F32, &Device::Cpu).unwrap();
+        let fast = to_tensor(&s, &bytes, DType::F32, &Device::Cpu, &|_, _| {}).unwrap();
         let reference = decode::<f32>(&s, &bytes).unwrap();
         assert_eq!(
             fast.flatten_all().unwrap().to_vec1::<f32>().unwrap(),

@@ -178,6 +178,63 @@ impl MappedFile {
     }
 }
 
+/// A float matrix in a mapped file, read as f32 a block of rows at a time (see
+/// [`Weights::float_rows`]). The file's pages it was read from are handed back as the rows are
+/// done with ([`FloatRows::done`]) and when it is dropped.
+pub struct FloatRows<'a> {
+    name: String,
+    view: Slot,
+    stored: &'a Slot,
+    file: &'a MappedFile,
+}
+
+impl FloatRows<'_> {
+    /// `[rows, cols]`.
+    pub fn dims(&self) -> (usize, usize) {
+        (
+            self.view.shape[0],
+            self.view.shape.get(1).copied().unwrap_or(1),
+        )
+    }
+
+    /// Whether [`FloatRows::read`] writes its rows column-major: the matrix is stored
+    /// transposed (a Conv1D weight), so its rows' values lie down the stored columns.
+    pub fn column_major(&self) -> bool {
+        self.view.strides[0] < self.view.strides[1]
+    }
+
+    /// Rows `rows` as f32 into `out` (`rows.len() * cols` long), on the calling thread: as
+    /// `[rows, cols]`, or `[cols, rows]` where [`FloatRows::column_major`].
+    pub fn read(&self, rows: std::ops::Range<usize>, out: &mut [f32]) -> Result<()> {
+        convert::read_rows_f32(&self.view, &self.file.map, rows, self.column_major(), out).map_err(
+            |msg| Error::weights(&self.file.path, format!("tensor `{}`: {msg}", self.name)),
+        )
+    }
+
+    /// Rows `rows` will not be read again: where they are whole stretches of the file (the
+    /// view is not transposed), their pages go back now rather than at the end.
+    pub fn done(&self, rows: std::ops::Range<usize>) {
+        let v = &self.view;
+        if v.shape.len() == 2
+            && v.strides[1] == 1
+            && v.strides[0] == v.shape[1]
+            && rows.end <= v.shape[0]
+        {
+            self.file.release(&Slot {
+                shape: vec![rows.len(), v.shape[1]],
+                offset: v.offset + rows.start * v.strides[0] * v.dtype.size(),
+                ..v.clone()
+            });
+        }
+    }
+}
+
+impl Drop for FloatRows<'_> {
+    fn drop(&mut self) {
+        self.file.release(self.stored);
+    }
+}
+
 pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the map is only read. A file changed underneath by another process can change
@@ -398,41 +455,46 @@ impl Weights {
         let Some((slot, file)) = self.slot(name, shape)? else {
             return Ok(None);
         };
-        let tensor = convert::to_tensor(slot, &file.map, dtype, device)
+        let tensor = convert::to_tensor(slot, &file.map, dtype, device, &|_, s| file.release(s))
             .map_err(|msg| Error::weights(&file.path, format!("tensor `{name}`: {msg}")))?;
-        file.release(slot);
         self.mark_used(name);
         Ok(Some(tensor))
     }
 
-    /// Rows `rows` of the 2-d tensor `name` (checked to be stored with `shape`), as `dtype`:
-    /// a large matrix converted a slice at a time (a quantized load never holds all of `wte` in
-    /// f32). Strided (non-contiguous) storage is read element by element as elsewhere.
-    pub fn get_rows(
+    /// The 2-d float tensor `name` (checked to be stored with `shape`; its transpose when
+    /// `transpose`), to be read a block of rows at a time straight from the map: for a load
+    /// that converts a matrix itself (quantizing it), with no f32 copy of the whole.
+    pub fn float_rows(
         &self,
         name: &str,
         shape: &[usize],
-        rows: std::ops::Range<usize>,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+        transpose: bool,
+    ) -> Result<FloatRows<'_>> {
         let (slot, file) = self.required_slot(name, shape)?;
-        if slot.shape.len() != 2 || rows.start > rows.end || rows.end > slot.shape[0] {
-            return Err(Error::weights(
-                &file.path,
-                format!("tensor `{name}`: rows {rows:?} of shape {:?}", slot.shape),
-            ));
-        }
-        let part = Slot {
-            shape: vec![rows.len(), slot.shape[1]],
-            offset: slot.offset + rows.start * slot.strides[0] * slot.dtype.size(),
-            ..slot.clone()
+        let view = if transpose && slot.shape.len() == 2 {
+            Slot {
+                shape: vec![slot.shape[1], slot.shape[0]],
+                strides: vec![slot.strides[1], slot.strides[0]],
+                ..slot.clone()
+            }
+        } else {
+            slot.clone()
         };
-        let tensor = convert::to_tensor(&part, &file.map, dtype, device)
-            .map_err(|msg| Error::weights(&file.path, format!("tensor `{name}`: {msg}")))?;
-        file.release(&part);
+        let rows = FloatRows {
+            name: name.to_string(),
+            view,
+            stored: slot,
+            file,
+        };
+        // Every later read is of this view's rows: say now if it is not a float matrix at all.
+        convert::check_float_rows(
+            &rows.view,
+            &file.map,
+            0..rows.view.shape.first().copied().unwrap_or(0),
+        )
+        .map_err(|msg| Error::weights(&file.path, format!("tensor `{name}`: {msg}")))?;
         self.mark_used(name);
-        Ok(tensor)
+        Ok(rows)
     }
 
     /// Several tensors in one allocation (each returned tensor a view of it), each given as
@@ -460,13 +522,11 @@ impl Weights {
             views.push((view, file));
         }
         let parts: Vec<(&Slot, &[u8])> = views.iter().map(|(s, f)| (s, &f.map[..])).collect();
-        let tensors = convert::to_tensors(&parts, dtype, device).map_err(|msg| {
+        let release = |i: usize, piece: &Slot| views[i].1.release(piece);
+        let tensors = convert::to_tensors(&parts, dtype, device, &release).map_err(|msg| {
             let names: Vec<&str> = specs.iter().map(|s| s.0).collect();
             Error::weights(&views[0].1.path, format!("tensors {names:?}: {msg}"))
         })?;
-        for (slot, file) in &views {
-            file.release(slot);
-        }
         for &(name, _, _) in specs {
             self.mark_used(name);
         }
