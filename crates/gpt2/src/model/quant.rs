@@ -610,20 +610,26 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     out.d.resize(m * groups, 0.0);
     out.sum.clear();
     out.sum.resize(m * groups, 0);
+    // 256-bit where AVX2 is present: a 512-token prompt spent 8% of its time here at 128.
     let row = |(r, ((q, d), sum)): RowParts| {
-        for g in 0..groups {
-            let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
-            let src = &x[r * k + i0..r * k + i1];
-            let dx = abs_max(src) / 127.0;
-            let inv = if dx > 0.0 { 1.0 / dx } else { 0.0 };
-            let mut s = 0i32;
-            for (o, v) in q[g * GROUP..].iter_mut().zip(src) {
-                *o = round_to_int((v * inv).clamp(-127.0, 127.0)) as i8;
-                s += *o as i32;
-            }
-            d[g] = dx;
-            sum[g] = s;
-        }
+        with_avx2(
+            #[inline(always)]
+            || {
+                for g in 0..groups {
+                    let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
+                    let src = &x[r * k + i0..r * k + i1];
+                    let dx = abs_max(src) / 127.0;
+                    let inv = if dx > 0.0 { 1.0 / dx } else { 0.0 };
+                    let mut s = 0i32;
+                    for (o, v) in q[g * GROUP..].iter_mut().zip(src) {
+                        *o = round_to_int((v * inv).clamp(-127.0, 127.0)) as i8;
+                        s += *o as i32;
+                    }
+                    d[g] = dx;
+                    sum[g] = s;
+                }
+            },
+        )
     };
     let size = groups.max(1);
     if m >= 16 {
