@@ -29,6 +29,8 @@
 //! scale zero. Checkpoints keep the plain row-major layout ([`QMatrix::row_major`]); packing
 //! at load is a byte shuffle.
 
+use std::ops::Range;
+
 use half::f16;
 use rayon::prelude::*;
 
@@ -321,93 +323,75 @@ impl QMatrix {
     /// Quantize `w` (`[n, k]`, row-major).
     pub fn quantize(kind: QuantKind, w: &[f32], n: usize, k: usize) -> QMatrix {
         assert_eq!(w.len(), n * k, "w must be [n, k]");
-        let rows = |r: std::ops::Range<usize>, out: &mut [f32]| {
-            out.copy_from_slice(&w[r.start * k..r.end * k]);
+        let read = |r: Range<usize>, c: Range<usize>, out: &mut [f32]| {
+            for (i, o) in r.zip(out.chunks_exact_mut(c.len().max(1))) {
+                o.copy_from_slice(&w[i * k + c.start..i * k + c.end]);
+            }
             Ok::<(), std::convert::Infallible>(())
         };
-        match QMatrix::quantize_with(kind, n, k, false, rows, |_| {}) {
+        match QMatrix::quantize_with(kind, n, k, false, read, |_, _| {}) {
             Ok(m) => m,
             Err(never) => match never {},
         }
     }
 
-    /// Quantize an `[n, k]` matrix read a block of rows at a time: `rows(r, out)` writes rows
-    /// `r` as f32 into `out`, `[r.len(), k]`, or `[k, r.len()]` when `column_major` (a
-    /// checkpoint's map, say, in whatever layout and dtype it is stored: a Conv1D weight's rows
-    /// lie down its stored columns). Blocks go across cores, about 4 MiB of f32 at a time;
-    /// `done(r)` is called once rows `r` have all been read, so their source can be let go.
+    /// Quantize an `[n, k]` matrix read a piece at a time: `read(r, c, out)` writes rows `r`,
+    /// columns `c` as f32 into `out`, `[r.len(), c.len()]`, or `[c.len(), r.len()]` when
+    /// `column_major` (a checkpoint's map, say, in whatever dtype it is stored: a Conv1D weight's
+    /// rows lie down its stored columns). Work goes across cores, about 4 MiB of f32 at a time,
+    /// reading the source in the order it lies: row-major by blocks of rows, column-major by
+    /// groups of 32 columns (whole stored rows). `done(r, c)` is called once that part has all
+    /// been read, so its source can be let go.
     pub fn quantize_with<E: Send>(
         kind: QuantKind,
         n: usize,
         k: usize,
         column_major: bool,
-        rows: impl Fn(std::ops::Range<usize>, &mut [f32]) -> std::result::Result<(), E> + Sync,
-        mut done: impl FnMut(std::ops::Range<usize>),
+        read: impl Fn(Range<usize>, Range<usize>, &mut [f32]) -> std::result::Result<(), E> + Sync,
+        done: impl FnMut(Range<usize>, Range<usize>),
     ) -> std::result::Result<QMatrix, E> {
         let mut m = QMatrix::zeroed(kind, n, k);
-        let groups = m.groups_per_row();
+        if column_major {
+            m.quantize_by_columns(read, done)?;
+        } else {
+            m.quantize_by_rows(read, done)?;
+        }
+        Ok(m)
+    }
+
+    fn quantize_by_rows<E: Send>(
+        &mut self,
+        read: impl Fn(Range<usize>, Range<usize>, &mut [f32]) -> std::result::Result<(), E> + Sync,
+        mut done: impl FnMut(Range<usize>, Range<usize>),
+    ) -> std::result::Result<(), E> {
+        let (kind, n, k, groups) = (self.kind, self.n, self.k, self.groups_per_row());
         let bgb = kind.block_group_bytes();
         let block_bytes = groups * bgb;
-        // A task reads up to four blocks' rows (~192 KiB of f32) at once: from a transposed
-        // source (a Conv1D weight) that is 256 contiguous bytes of each stored row.
-        let task_blocks = ((48 << 10) / (k.max(1) * BLOCK_ROWS)).clamp(1, 4);
-        let slice_blocks = ((1 << 20) / (k.max(1) * BLOCK_ROWS))
-            .max(1)
-            .next_multiple_of(task_blocks);
-        let len = m.blocks() * block_bytes;
-        let start = m.start;
-        let slices = m.buf[start..start + len]
+        let slice_blocks = ((1 << 20) / (k.max(1) * BLOCK_ROWS)).max(1);
+        let len = self.blocks() * block_bytes;
+        let start = self.start;
+        let slices = self.buf[start..start + len]
             .chunks_mut((slice_blocks * block_bytes).max(1))
             .zip(
-                m.scales
+                self.scales
                     .chunks_mut((slice_blocks * groups * BLOCK_ROWS).max(1)),
             );
         for (s, (data, scales)) in slices.enumerate() {
             let b0 = s * slice_blocks;
-            data.par_chunks_mut((task_blocks * block_bytes).max(1))
-                .zip(scales.par_chunks_mut((task_blocks * groups * BLOCK_ROWS).max(1)))
+            data.par_chunks_mut(block_bytes.max(1))
+                .zip(scales.par_chunks_mut((groups * BLOCK_ROWS).max(1)))
                 .enumerate()
                 .try_for_each_init(Vec::new, |staging, (t, (data, scales))| {
-                    let j0 = (b0 + t * task_blocks) * BLOCK_ROWS;
-                    let j1 = (j0 + task_blocks * BLOCK_ROWS).min(n);
+                    let j0 = (b0 + t) * BLOCK_ROWS;
+                    let j1 = (j0 + BLOCK_ROWS).min(n);
                     staging.resize((j1 - j0) * k, 0f32);
-                    rows(j0..j1, staging)?;
+                    read(j0..j1, 0..k, staging)?;
                     // The groups' arithmetic vectorises (abs_max, round_to_int) given the width.
                     with_avx2(
                         #[inline(always)]
                         || {
-                            if column_major {
-                                let w = j1 - j0;
-                                for (b, data) in data.chunks_mut(block_bytes).enumerate() {
-                                    let lanes = (w - b * BLOCK_ROWS).min(BLOCK_ROWS);
-                                    for g in 0..groups {
-                                        let mut tile = [[0f32; BLOCK_ROWS]; GROUP];
-                                        // Columns past k stay zero, as a row's last group is padded.
-                                        for (c, t) in tile.iter_mut().enumerate() {
-                                            let col = g * GROUP + c;
-                                            if col < k {
-                                                let at = col * w + b * BLOCK_ROWS;
-                                                t[..lanes]
-                                                    .copy_from_slice(&staging[at..at + lanes]);
-                                            }
-                                        }
-                                        let at = (b * groups + g) * BLOCK_ROWS;
-                                        quantize_lanes(
-                                            kind,
-                                            &tile,
-                                            lanes,
-                                            &mut data[g * bgb..(g + 1) * bgb],
-                                            &mut scales[at..at + lanes],
-                                        );
-                                    }
-                                }
-                                return;
-                            }
                             let mut u = [0u8; GROUP];
-                            for (r, row) in staging.chunks_exact(k.max(1)).enumerate() {
-                                let (b, lane) = (r / BLOCK_ROWS, r % BLOCK_ROWS);
-                                let data = &mut data[b * block_bytes..(b + 1) * block_bytes];
-                                let scales = &mut scales[b * groups * BLOCK_ROWS..];
+                            for (lane, row) in staging.chunks_exact(k.max(1)).enumerate() {
                                 for g in 0..groups {
                                     let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
                                     let mut group = [0f32; GROUP];
@@ -423,9 +407,88 @@ impl QMatrix {
                     );
                     Ok(())
                 })?;
-            done(b0 * BLOCK_ROWS..((b0 + slice_blocks) * BLOCK_ROWS).min(n));
+            done(
+                b0 * BLOCK_ROWS..((b0 + slice_blocks) * BLOCK_ROWS).min(n),
+                0..k,
+            );
         }
-        Ok(m)
+        Ok(())
+    }
+
+    /// Column-major: a task per group of 32 columns reads those whole stored rows (contiguous)
+    /// and quantizes that group of every block 16 lanes wide ([`quantize_lanes`]) into a buffer
+    /// of its own; each slice's groups are then placed into the blocks.
+    fn quantize_by_columns<E: Send>(
+        &mut self,
+        read: impl Fn(Range<usize>, Range<usize>, &mut [f32]) -> std::result::Result<(), E> + Sync,
+        mut done: impl FnMut(Range<usize>, Range<usize>),
+    ) -> std::result::Result<(), E> {
+        let (kind, n, k, groups, blocks) = (
+            self.kind,
+            self.n,
+            self.k,
+            self.groups_per_row(),
+            self.blocks(),
+        );
+        let bgb = kind.block_group_bytes();
+        let slice_groups = ((1 << 20) / (n.max(1) * GROUP)).max(1);
+        let mut part = Vec::new();
+        let mut part_scales = Vec::new();
+        for g0 in (0..groups).step_by(slice_groups) {
+            let g1 = (g0 + slice_groups).min(groups);
+            part.clear();
+            part.resize((g1 - g0) * blocks * bgb, 0u8);
+            part_scales.clear();
+            part_scales.resize((g1 - g0) * blocks * BLOCK_ROWS, f16::ZERO);
+            part.par_chunks_mut((blocks * bgb).max(1))
+                .zip(part_scales.par_chunks_mut((blocks * BLOCK_ROWS).max(1)))
+                .enumerate()
+                .try_for_each_init(Vec::new, |staging, (i, (data, scales))| {
+                    let (c0, c1) = ((g0 + i) * GROUP, ((g0 + i + 1) * GROUP).min(k));
+                    staging.resize((c1 - c0) * n, 0f32);
+                    read(0..n, c0..c1, staging)?;
+                    with_avx2(
+                        #[inline(always)]
+                        || {
+                            for b in 0..blocks {
+                                let j0 = b * BLOCK_ROWS;
+                                let lanes = (n - j0).min(BLOCK_ROWS);
+                                // Columns past k stay zero, as a row's last group is padded.
+                                let mut tile = [[0f32; BLOCK_ROWS]; GROUP];
+                                for (t, col) in tile.iter_mut().zip(staging.chunks_exact(n.max(1)))
+                                {
+                                    t[..lanes].copy_from_slice(&col[j0..j0 + lanes]);
+                                }
+                                quantize_lanes(
+                                    kind,
+                                    &tile,
+                                    lanes,
+                                    &mut data[b * bgb..(b + 1) * bgb],
+                                    &mut scales[j0..j0 + lanes],
+                                );
+                            }
+                        },
+                    );
+                    Ok(())
+                })?;
+            let start = self.start;
+            let len = blocks * groups * bgb;
+            self.buf[start..start + len]
+                .par_chunks_mut((groups * bgb).max(1))
+                .zip(self.scales.par_chunks_mut((groups * BLOCK_ROWS).max(1)))
+                .enumerate()
+                .for_each(|(b, (data, scales))| {
+                    for g in g0..g1 {
+                        let at = ((g - g0) * blocks + b) * bgb;
+                        data[g * bgb..(g + 1) * bgb].copy_from_slice(&part[at..at + bgb]);
+                        let at = ((g - g0) * blocks + b) * BLOCK_ROWS;
+                        scales[g * BLOCK_ROWS..(g + 1) * BLOCK_ROWS]
+                            .copy_from_slice(&part_scales[at..at + BLOCK_ROWS]);
+                    }
+                });
+            done(0..n, g0 * GROUP..(g1 * GROUP).min(k));
+        }
+        Ok(())
     }
 
     /// Row `j` as the f32 values it stands for.
@@ -493,8 +556,8 @@ fn quantize_lanes(
 ) {
     let mut amax = [0f32; BLOCK_ROWS];
     for t in tile {
-        for (a, v) in amax.iter_mut().zip(t) {
-            *a = a.max(v.abs());
+        for (a, &v) in amax.iter_mut().zip(t) {
+            *a = larger(*a, magnitude(v));
         }
     }
     let (lo, hi, offset) = match kind {
@@ -649,22 +712,44 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     }
 }
 
-/// The largest |v| of `x`, at most one group: pairwise maxima down a tree, which vectorises
-/// where a running maximum stays scalar (16 dependent steps per group, a third of quantizing
-/// the weights at load). The order does not matter: |v| is never -0 and f32::max passes over NaN.
+/// The largest |v| of `x`, at most one group, NaN counted as 0: pairwise maxima down a tree,
+/// which vectorises where a running maximum stays scalar (16 dependent steps per group, a third
+/// of quantizing the weights at load). [`magnitude`] and [`larger`] rather than f32::max, whose
+/// NaN rule the compiler keeps with scalar compares.
 #[inline(always)]
 fn abs_max(x: &[f32]) -> f32 {
     debug_assert!(x.len() <= GROUP);
     let mut a = [0f32; GROUP];
-    for (a, v) in a.iter_mut().zip(x) {
-        *a = v.abs();
+    for (a, &v) in a.iter_mut().zip(x) {
+        *a = magnitude(v);
     }
     for w in [16, 8, 4, 2, 1] {
         for i in 0..w {
-            a[i] = a[i].max(a[i + w]);
+            a[i] = larger(a[i], a[i + w]);
         }
     }
     a[0]
+}
+
+/// |v|, with NaN as 0 (so no NaN reaches [`larger`], and a NaN weight cannot make a scale NaN).
+#[inline(always)]
+fn magnitude(v: f32) -> f32 {
+    let m = v.abs();
+    if m > 0.0 {
+        m
+    } else {
+        0.0
+    }
+}
+
+/// The larger of two magnitudes from [`magnitude`] (one vmaxps).
+#[inline(always)]
+fn larger(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
 }
 
 /// `x` rounded to the nearest integer (ties to even) for |x| < 2^22, read off the bits of
@@ -1217,14 +1302,13 @@ mod tests {
                     n,
                     k,
                     true,
-                    |r, out: &mut [f32]| {
-                        for c in 0..k {
-                            out[c * r.len()..(c + 1) * r.len()]
-                                .copy_from_slice(&wt[c * n + r.start..c * n + r.end]);
+                    |r: Range<usize>, c: Range<usize>, out: &mut [f32]| {
+                        for (ci, col) in c.zip(out.chunks_exact_mut(r.len())) {
+                            col.copy_from_slice(&wt[ci * n + r.start..ci * n + r.end]);
                         }
                         Ok::<_, ()>(())
                     },
-                    |_| {},
+                    |_, _| {},
                 )
                 .unwrap();
                 assert_eq!(from_t, q, "{kind:?} {n}x{k} transposed");
@@ -1233,32 +1317,80 @@ mod tests {
     }
 
     #[test]
-    fn quantizing_hands_back_rows_in_order() {
-        // Several slices of about 4 MiB of f32: every row is reported done once, in order, and
-        // only after it was read.
-        let (n, k) = (3000, 768);
+    fn quantizing_hands_back_what_it_has_read() {
+        // Several slices of about 4 MiB of f32, both layouts (the last group partial): every
+        // value is read once and reported done once, only after it was read.
+        let (n, k) = (3000, 800);
         let w = random(n * k, 9);
-        let read = std::sync::Mutex::new(vec![false; n]);
-        let mut next = 0;
-        let q = QMatrix::quantize_with(
+        let want = QMatrix::quantize(QuantKind::Q8, &w, n, k);
+        for column_major in [false, true] {
+            let read = std::sync::Mutex::new(vec![0u8; n * k]);
+            let mut released = vec![false; n * k];
+            let q = QMatrix::quantize_with(
+                QuantKind::Q8,
+                n,
+                k,
+                column_major,
+                |r: Range<usize>, c: Range<usize>, out: &mut [f32]| {
+                    let mut seen = read.lock().unwrap();
+                    for i in r.clone() {
+                        for j in c.clone() {
+                            let at = if column_major {
+                                (j - c.start) * r.len() + (i - r.start)
+                            } else {
+                                (i - r.start) * c.len() + (j - c.start)
+                            };
+                            out[at] = w[i * k + j];
+                            seen[i * k + j] += 1;
+                        }
+                    }
+                    Ok::<_, ()>(())
+                },
+                |r, c| {
+                    let seen = read.lock().unwrap();
+                    for i in r.clone() {
+                        for j in c.clone() {
+                            assert_eq!(seen[i * k + j], 1, "({i}, {j}) done before read");
+                            assert!(!released[i * k + j], "({i}, {j}) done twice");
+                            released[i * k + j] = true;
+                        }
+                    }
+                },
+            )
+            .unwrap();
+            assert!(released.iter().all(|&x| x), "column_major {column_major}");
+            assert!(q == want, "column_major {column_major}");
+        }
+    }
+
+    #[test]
+    fn a_nan_weight_does_not_set_the_scale() {
+        // Both layouts count NaN as 0 when finding a group's largest magnitude, as f32::max did.
+        let (n, k) = (16, 32);
+        let mut w = random(n * k, 4);
+        w[3 * k + 5] = f32::NAN;
+        let q = QMatrix::quantize(QuantKind::Q8, &w, n, k);
+        let want = w[3 * k..4 * k]
+            .iter()
+            .filter(|v| !v.is_nan())
+            .fold(0f32, |a, v| a.max(v.abs()));
+        assert_eq!(q.scale(3, 0), f16::from_f32(want / 127.0));
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        let from_t = QMatrix::quantize_with(
             QuantKind::Q8,
             n,
             k,
-            false,
-            |r, out: &mut [f32]| {
-                out.copy_from_slice(&w[r.start * k..r.end * k]);
-                read.lock().unwrap()[r].fill(true);
+            true,
+            |r: Range<usize>, c: Range<usize>, out: &mut [f32]| {
+                for (ci, col) in c.zip(out.chunks_exact_mut(r.len())) {
+                    col.copy_from_slice(&wt[ci * n + r.start..ci * n + r.end]);
+                }
                 Ok::<_, ()>(())
             },
-            |r| {
-                assert_eq!(r.start, next);
-                assert!(read.lock().unwrap()[r.clone()].iter().all(|&x| x));
-                next = r.end;
-            },
+            |_, _| {},
         )
         .unwrap();
-        assert_eq!(next, n);
-        assert_eq!(q, QMatrix::quantize(QuantKind::Q8, &w, n, k));
+        assert!(from_t == q);
     }
 
     #[test]

@@ -191,7 +191,8 @@ impl Weight {
             }
             Some(kind) => {
                 let src = w.float_rows(name, &stored, conv1d)?;
-                let (read, done) = (|r, out: &mut [f32]| src.read(r, out), |r| src.done(r));
+                let read = |r, c, out: &mut [f32]| src.read(r, c, out);
+                let done = |r, c| src.done(r, c);
                 let q = QMatrix::quantize_with(kind, n, k, src.column_major(), read, done)?;
                 Ok(Weight::Quant(Arc::new(q)))
             }

@@ -17,6 +17,7 @@ mod zip;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -203,28 +204,54 @@ impl FloatRows<'_> {
         self.view.strides[0] < self.view.strides[1]
     }
 
-    /// Rows `rows` as f32 into `out` (`rows.len() * cols` long), on the calling thread: as
+    /// Rows `rows`, columns `cols` as f32 into `out`, on the calling thread: as
     /// `[rows, cols]`, or `[cols, rows]` where [`FloatRows::column_major`].
-    pub fn read(&self, rows: std::ops::Range<usize>, out: &mut [f32]) -> Result<()> {
-        convert::read_rows_f32(&self.view, &self.file.map, rows, self.column_major(), out).map_err(
-            |msg| Error::weights(&self.file.path, format!("tensor `{}`: {msg}", self.name)),
+    pub fn read(&self, rows: Range<usize>, cols: Range<usize>, out: &mut [f32]) -> Result<()> {
+        let bad =
+            |msg: String| Error::weights(&self.file.path, format!("tensor `{}`: {msg}", self.name));
+        let part = self.part(&rows, &cols).ok_or_else(|| {
+            bad(format!(
+                "rows {rows:?}, columns {cols:?} of {:?}",
+                self.dims()
+            ))
+        })?;
+        convert::read_rows_f32(
+            &part,
+            &self.file.map,
+            0..rows.len(),
+            self.column_major(),
+            out,
         )
+        .map_err(bad)
     }
 
-    /// Rows `rows` will not be read again: where they are whole stretches of the file (the
-    /// view is not transposed), their pages go back now rather than at the end.
-    pub fn done(&self, rows: std::ops::Range<usize>) {
+    /// The view of rows `rows`, columns `cols`; None when out of range.
+    fn part(&self, rows: &Range<usize>, cols: &Range<usize>) -> Option<Slot> {
+        let (n, k) = self.dims();
+        if rows.start > rows.end || rows.end > n || cols.start > cols.end || cols.end > k {
+            return None;
+        }
         let v = &self.view;
-        if v.shape.len() == 2
-            && v.strides[1] == 1
-            && v.strides[0] == v.shape[1]
-            && rows.end <= v.shape[0]
-        {
-            self.file.release(&Slot {
-                shape: vec![rows.len(), v.shape[1]],
-                offset: v.offset + rows.start * v.strides[0] * v.dtype.size(),
-                ..v.clone()
-            });
+        Some(Slot {
+            shape: vec![rows.len(), cols.len()],
+            offset: v.offset
+                + (rows.start * v.strides[0] + cols.start * v.strides[1]) * v.dtype.size(),
+            ..v.clone()
+        })
+    }
+
+    /// Rows `rows`, columns `cols` will not be read again: where they are whole stretches of
+    /// the file (whole rows of a matrix stored as is, whole columns of one stored transposed),
+    /// their pages go back now rather than at the end.
+    pub fn done(&self, rows: Range<usize>, cols: Range<usize>) {
+        let (n, k) = self.dims();
+        let v = &self.view;
+        let whole_rows = v.strides == [k, 1] && cols == (0..k);
+        let whole_cols = v.strides == [1, n] && rows == (0..n);
+        if whole_rows || whole_cols {
+            if let Some(part) = self.part(&rows, &cols) {
+                self.file.release(&part);
+            }
         }
     }
 }
