@@ -255,6 +255,7 @@ pub fn worker(model: &str, format: &str) -> Result<()> {
             "prefill" => {
                 let ids = Tensor::new(random_ids(num("n"), vocab, 0).as_slice(), &Device::Cpu)?
                     .unsqueeze(0)?;
+                let mut kv_bytes = 0;
                 let s = timed(num("repeats"), || {
                     let args = ForwardArgs {
                         logits_to_keep: 1,
@@ -263,9 +264,10 @@ pub fn worker(model: &str, format: &str) -> Result<()> {
                     let mut cache = Cache::new(p.config.n_layer);
                     let out = p.model.forward(&args, Some(&mut cache))?;
                     out.logits.expect("logits");
+                    kv_bytes = cache.bytes();
                     Ok(())
                 })?;
-                json!({"s": s, "rss_peak": peak_rss()})
+                json!({"s": s, "rss_peak": peak_rss(), "kv_bytes": kv_bytes})
             }
             "decode" => {
                 let (batch, new) = (num("batch"), num("new"));
@@ -428,6 +430,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     let mut rss_after_b1 = vec![None; formats.len()];
+    let mut rss_prefill = vec![None; formats.len()];
+    let mut kv_max = vec![0u64; formats.len()];
     for &item in &items {
         let req = item.request(args.decode, args.repeats);
         let key = item.answer_key();
@@ -449,14 +453,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 let o = answer[key]
                     .as_f64()
                     .context("a worker's answer has no value")?;
-                if matches!(
-                    item,
-                    Item::Decode {
-                        name: "greedy_b1",
-                        ..
+                match item {
+                    // Prefills come first: the peak so far, against the largest cache yet.
+                    Item::Prefill(_) => {
+                        rss_prefill[i] = answer["rss_peak"].as_u64();
+                        kv_max[i] = kv_max[i].max(answer["kv_bytes"].as_u64().unwrap_or(0));
                     }
-                ) {
-                    rss_after_b1[i] = answer["rss_peak"].as_u64();
+                    Item::Decode {
+                        name: "greedy_b1", ..
+                    } => rss_after_b1[i] = answer["rss_peak"].as_u64(),
+                    _ => {}
                 }
                 ours[i].push(o);
                 if let Some(t) = t {
@@ -578,6 +584,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .map(|(i, w)| rss(w.hello["rss_after_load"].as_u64(), i))
         .collect();
     println!("{:<22}{after_load}", "peak RSS, load");
+    if !args.prefill.is_empty() {
+        // The measure: weights plus the KV cache of the longest prompt.
+        let after: String = (0..formats.len())
+            .map(|i| match rss_prefill[i] {
+                Some(b) => cell(format!(
+                    "{} {:.2}x",
+                    mb(b as f64),
+                    b as f64 / (weight_bytes[i] + kv_max[i] as f64)
+                )),
+                None => cell("-".into()),
+            })
+            .collect();
+        println!("{:<22}{after}", "  +prefills (x w+KV)");
+    }
     if args.decode > 0 {
         let after: String = (0..formats.len())
             .map(|i| rss(rss_after_b1[i], i))

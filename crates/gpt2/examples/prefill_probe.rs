@@ -5,6 +5,15 @@ use candle_core::{Device, Tensor};
 use gpt2::model::{Cache, ForwardArgs, WeightFormat};
 use gpt2::{LoadOptions, Pretrained};
 use std::time::Instant;
+/// VmHWM in MB (0 where /proc does not say).
+fn peak_rss_mb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1000)
+}
+
 fn main() -> gpt2::Result<()> {
     rayon::ThreadPoolBuilder::new()
         .use_current_thread()
@@ -15,6 +24,7 @@ fn main() -> gpt2::Result<()> {
         &std::env::args().nth(1).unwrap(),
         &LoadOptions::for_format(format),
     )?;
+    println!("loaded: peak RSS {} MB", peak_rss_mb());
     // Lengths to time: the arguments after the model, else a spread around the fused path's
     // cut-over (matvec::MAX_ROWS).
     let lengths: Vec<usize> = std::env::args()
@@ -42,7 +52,11 @@ fn main() -> gpt2::Result<()> {
             )?;
             best = best.min(t0.elapsed().as_secs_f64());
         }
-        println!("prefill {n:>3} (logits of the last): {:.1} ms", best * 1e3);
+        println!(
+            "prefill {n:>3} (logits of the last): {:.1} ms, peak RSS so far {} MB",
+            best * 1e3,
+            peak_rss_mb()
+        );
     }
     Ok(())
 }

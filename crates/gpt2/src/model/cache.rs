@@ -79,6 +79,16 @@ impl Cache {
             .map_or(0, |l| l.len)
     }
 
+    /// Bytes the key and value buffers hold, room to grow included (what the cache adds to a
+    /// process's memory).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|l| (l.k.elem_count() + l.v.elem_count()) * l.k.dtype().size_in_bytes())
+            .sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.seq_len() == 0
     }
