@@ -201,7 +201,7 @@ fn gelu_tanh_fast(x: f32) -> f32 {
 
 /// [`gelu_tanh_fast`] over a slice.
 fn gelu_tanh_slice(xs: &mut [f32]) {
-    super::matvec::with_avx2(
+    super::matvec::with_simd(
         #[inline(always)]
         || xs.iter_mut().for_each(|e| *e = gelu_tanh_fast(*e)),
     )

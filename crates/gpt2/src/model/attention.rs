@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::matvec::{lanes, with_avx2};
+use super::matvec::{lanes, with_simd};
 
 /// A dot product in eight partial sums, so it vectorises (a single running sum cannot be
 /// reordered, and would run one multiply-add per cycle).
@@ -116,7 +116,7 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
 /// `p` softmaxed in place (-inf entries to exactly 0); false, untouched after the max, when every
 /// entry is -inf.
 fn softmax(p: &mut [f32]) -> bool {
-    with_avx2(
+    with_simd(
         #[inline(always)]
         || {
             let max = lanes(p, f32::NEG_INFINITY, f32::max);

@@ -177,21 +177,34 @@ pub(crate) fn lanes(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().fold(tail, |a, &b| f(a, b))
 }
 
-/// `f()` compiled for 256-bit registers where [`Simd::detect`] allows AVX2 (the library is built
-/// for baseline x86-64, whose vectors are 128-bit): for plain loops that vectorise. The same
-/// bits either way, as Rust fuses no multiply-add on its own. Mark `f` `#[inline(always)]`: a
-/// closure left out of line is compiled for the baseline (seen with the softmax's).
+/// `f()` compiled for the widest registers [`Simd::detect`] allows (the library is built for
+/// baseline x86-64, whose vectors are 128-bit): AVX-512 (16 lanes), else AVX2 (8): for plain
+/// loops that vectorise. The same bits either way, as Rust fuses no multiply-add on its own.
+/// Mark `f` `#[inline(always)]`: a closure left out of line is compiled for the baseline (seen
+/// with the softmax's).
 #[inline(always)]
-pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if Simd::detect() != Simd::Portable {
-        #[target_feature(enable = "avx2")]
-        #[inline]
-        unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
-            f()
+    match Simd::detect() {
+        Simd::Avx512 => {
+            #[target_feature(enable = "avx2,avx512f,avx512vl,avx512bw")]
+            #[inline]
+            unsafe fn widest<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: Avx512 is detected only with these features.
+            return unsafe { widest(f) };
         }
-        // SAFETY: avx2 was detected.
-        return unsafe { wide(f) };
+        Simd::Avx2 => {
+            #[target_feature(enable = "avx2")]
+            #[inline]
+            unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: avx2 was detected.
+            return unsafe { wide(f) };
+        }
+        Simd::Portable => {}
     }
     f()
 }

@@ -34,7 +34,7 @@ use std::ops::Range;
 use half::f16;
 use rayon::prelude::*;
 
-use super::matvec::{with_avx2, Simd};
+use super::matvec::{with_simd, Simd};
 
 /// Weights per group (one scale each).
 pub const GROUP: usize = 32;
@@ -387,7 +387,7 @@ impl QMatrix {
                     staging.resize((j1 - j0) * k, 0f32);
                     read(j0..j1, 0..k, staging)?;
                     // The groups' arithmetic vectorises (abs_max, round_to_int) given the width.
-                    with_avx2(
+                    with_simd(
                         #[inline(always)]
                         || {
                             let mut u = [0u8; GROUP];
@@ -447,7 +447,7 @@ impl QMatrix {
                     let (c0, c1) = ((g0 + i) * GROUP, ((g0 + i + 1) * GROUP).min(k));
                     staging.resize((c1 - c0) * n, 0f32);
                     read(0..n, c0..c1, staging)?;
-                    with_avx2(
+                    with_simd(
                         #[inline(always)]
                         || {
                             for b in 0..blocks {
@@ -673,9 +673,9 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
     out.d.resize(m * groups, 0.0);
     out.sum.clear();
     out.sum.resize(m * groups, 0);
-    // 256-bit where AVX2 is present: a 512-token prompt spent 8% of its time here at 128.
+    // The widest vectors present: a 512-token prompt spent 8% of its time here at 128-bit.
     let row = |(r, ((q, d), sum)): RowParts| {
-        with_avx2(
+        with_simd(
             #[inline(always)]
             || {
                 for g in 0..groups {
