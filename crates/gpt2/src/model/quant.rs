@@ -1285,6 +1285,25 @@ mod tests {
         }
     }
 
+    /// `w` (`[n, k]`) quantized from its transpose, read column-major as a Conv1D weight is.
+    fn quantize_transposed(kind: QuantKind, w: &[f32], n: usize, k: usize) -> QMatrix {
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        QMatrix::quantize_with(
+            kind,
+            n,
+            k,
+            true,
+            |r: Range<usize>, c: Range<usize>, out: &mut [f32]| {
+                for (ci, col) in c.zip(out.chunks_exact_mut(r.len())) {
+                    col.copy_from_slice(&wt[ci * n + r.start..ci * n + r.end]);
+                }
+                Ok::<_, ()>(())
+            },
+            |_, _| {},
+        )
+        .unwrap()
+    }
+
     #[test]
     fn packing_round_trips_and_transposed_reads_agree() {
         for kind in [QuantKind::Q8, QuantKind::Q4] {
@@ -1295,23 +1314,11 @@ mod tests {
                 assert_eq!(data.len(), n * QMatrix::row_bytes(kind, k));
                 let back = QMatrix::from_parts(kind, n, k, &data, scales).unwrap();
                 assert_eq!(back, q, "{kind:?} {n}x{k}");
-                // Read from the transpose, as a Conv1D weight is stored.
-                let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
-                let from_t = QMatrix::quantize_with(
-                    kind,
-                    n,
-                    k,
-                    true,
-                    |r: Range<usize>, c: Range<usize>, out: &mut [f32]| {
-                        for (ci, col) in c.zip(out.chunks_exact_mut(r.len())) {
-                            col.copy_from_slice(&wt[ci * n + r.start..ci * n + r.end]);
-                        }
-                        Ok::<_, ()>(())
-                    },
-                    |_, _| {},
-                )
-                .unwrap();
-                assert_eq!(from_t, q, "{kind:?} {n}x{k} transposed");
+                assert_eq!(
+                    quantize_transposed(kind, &w, n, k),
+                    q,
+                    "{kind:?} {n}x{k} transposed"
+                );
             }
         }
     }
@@ -1375,22 +1382,7 @@ mod tests {
             .filter(|v| !v.is_nan())
             .fold(0f32, |a, v| a.max(v.abs()));
         assert_eq!(q.scale(3, 0), f16::from_f32(want / 127.0));
-        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
-        let from_t = QMatrix::quantize_with(
-            QuantKind::Q8,
-            n,
-            k,
-            true,
-            |r: Range<usize>, c: Range<usize>, out: &mut [f32]| {
-                for (ci, col) in c.zip(out.chunks_exact_mut(r.len())) {
-                    col.copy_from_slice(&wt[ci * n + r.start..ci * n + r.end]);
-                }
-                Ok::<_, ()>(())
-            },
-            |_, _| {},
-        )
-        .unwrap();
-        assert!(from_t == q);
+        assert!(quantize_transposed(QuantKind::Q8, &w, n, k) == q);
     }
 
     #[test]

@@ -102,6 +102,20 @@ impl Slot {
         self.shape.iter().product()
     }
 
+    /// The view of a 2-d tensor's transpose when `transpose` (strides swapped, no copy), else
+    /// the tensor as stored.
+    fn transposed_if(&self, transpose: bool) -> Slot {
+        if transpose && self.shape.len() == 2 {
+            Slot {
+                shape: vec![self.shape[1], self.shape[0]],
+                strides: vec![self.strides[1], self.strides[0]],
+                ..self.clone()
+            }
+        } else {
+            self.clone()
+        }
+    }
+
     pub(crate) fn is_contiguous(&self) -> bool {
         let mut expected = 1;
         for (&dim, &stride) in self.shape.iter().zip(&self.strides).rev() {
@@ -498,15 +512,7 @@ impl Weights {
         transpose: bool,
     ) -> Result<FloatRows<'_>> {
         let (slot, file) = self.required_slot(name, shape)?;
-        let view = if transpose && slot.shape.len() == 2 {
-            Slot {
-                shape: vec![slot.shape[1], slot.shape[0]],
-                strides: vec![slot.strides[1], slot.strides[0]],
-                ..slot.clone()
-            }
-        } else {
-            slot.clone()
-        };
+        let view = slot.transposed_if(transpose);
         let rows = FloatRows {
             name: name.to_string(),
             view,
@@ -537,16 +543,7 @@ impl Weights {
         let mut views = Vec::with_capacity(specs.len());
         for &(name, shape, transpose) in specs {
             let (slot, file) = self.required_slot(name, shape)?;
-            let view = if transpose && slot.shape.len() == 2 {
-                Slot {
-                    shape: vec![slot.shape[1], slot.shape[0]],
-                    strides: vec![slot.strides[1], slot.strides[0]],
-                    ..slot.clone()
-                }
-            } else {
-                slot.clone()
-            };
-            views.push((view, file));
+            views.push((slot.transposed_if(transpose), file));
         }
         let parts: Vec<(&Slot, &[u8])> = views.iter().map(|(s, f)| (s, &f.map[..])).collect();
         let release = |i: usize, piece: &Slot| views[i].1.release(piece);
