@@ -193,8 +193,8 @@ impl MappedFile {
     }
 }
 
-/// A float matrix in a mapped file, read as f32 a block of rows at a time (see
-/// [`Weights::float_rows`]). The file's pages it was read from are handed back as the rows are
+/// A float matrix in a mapped file, read as f32 a piece (rows x columns) at a time (see
+/// [`Weights::float_rows`]). The file's pages it was read from are handed back as pieces are
 /// done with ([`FloatRows::done`]) and when it is dropped.
 pub struct FloatRows<'a> {
     name: String,
@@ -503,7 +503,7 @@ impl Weights {
     }
 
     /// The 2-d float tensor `name` (checked to be stored with `shape`; its transpose when
-    /// `transpose`), to be read a block of rows at a time straight from the map: for a load
+    /// `transpose`), to be read a piece at a time straight from the map: for a load
     /// that converts a matrix itself (quantizing it), with no f32 copy of the whole.
     pub fn float_rows(
         &self,
