@@ -29,7 +29,7 @@ pub struct ActParam {
     /// The state_dict name under `mlp.act` (`weight`, `alpha_p`, `beta`, ...).
     pub name: &'static str,
     pub value: f32,
-    /// Learned (an nn.Parameter, shape [1]) or a buffer (a 0-d tensor, not counted as a parameter).
+    /// Learned (an nn.Parameter, shape `[1]`) or a buffer (a 0-d tensor, not counted as a parameter).
     pub learned: bool,
 }
 
