@@ -306,3 +306,66 @@ fn weights_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Weights>();
 }
+
+/// Every 2-d float tensor of every format, strided views included, read through
+/// `float_rows` (as a quantizing load reads it: pieces of rows and columns, as stored or
+/// transposed) gives the values `get` gives, converted to f32.
+#[test]
+fn float_rows_read_what_get_reads() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.push(fixtures().join("views.bin"));
+    let mut seen = 0;
+    for dir in dirs {
+        let w = if dir.is_dir() {
+            Weights::from_dir(&dir).unwrap()
+        } else {
+            Weights::from_files(&[dir.clone()]).unwrap()
+        };
+        for name in w.names() {
+            let shape = w.shape(&name).unwrap();
+            let stored = w.stored_dtype(&name).unwrap();
+            if shape.len() != 2
+                || !matches!(stored, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
+            {
+                continue;
+            }
+            let full = load(&w, &name, DType::F32);
+            for transpose in [false, true] {
+                let want = if transpose {
+                    full.t().unwrap()
+                } else {
+                    full.clone()
+                };
+                let want: Vec<Vec<f32>> = want.to_vec2().unwrap();
+                let src = w.float_rows(&name, &shape, transpose).unwrap();
+                let (n, k) = src.dims();
+                assert_eq!((n, k), (want.len(), want[0].len()));
+                // A piece in the middle: rows 1..n, columns 1..k (or everything when 1 wide).
+                let (r, c) = ((n > 1) as usize..n, (k > 1) as usize..k);
+                let mut out = vec![0f32; r.len() * c.len()];
+                src.read(r.clone(), c.clone(), &mut out).unwrap();
+                for (i, row) in r.clone().enumerate() {
+                    for (j, col) in c.clone().enumerate() {
+                        let at = if src.column_major() {
+                            j * r.len() + i
+                        } else {
+                            i * c.len() + j
+                        };
+                        assert_eq!(
+                            out[at].to_bits(),
+                            want[row][col].to_bits(),
+                            "{}: {name} transpose={transpose} ({row}, {col})",
+                            dir.display()
+                        );
+                    }
+                }
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen > 50, "{seen}");
+}

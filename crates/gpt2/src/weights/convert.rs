@@ -342,7 +342,7 @@ fn transpose_into<T: Copy + Send + Sync>(
         });
 }
 
-/// Rows `rows` of a 2-d float view (f32, f16 or bf16, any strides) as f32 into `out`, on the
+/// Rows `rows` of a 2-d float view (f32, f16, bf16 or f64, any strides) as f32 into `out`, on the
 /// calling thread: `[rows, cols]`, or `[cols, rows]` when `column_major` (the order a
 /// transposed view's bytes lie in, so the copy runs along them). What a load that converts a
 /// matrix itself (quantizing it) reads a block of rows through, with no f32 copy of the whole.
@@ -396,6 +396,9 @@ pub(super) fn read_rows_f32(
         }),
         StoredDType::BF16 => walk.run(out, prefetch, |i, c| unsafe {
             at(i, c).cast::<bf16>().read_unaligned().to_f32()
+        }),
+        StoredDType::F64 => walk.run(out, prefetch, |i, c| unsafe {
+            at(i, c).cast::<f64>().read_unaligned() as f32
         }),
         _ => unreachable!("check_float_rows admits floats only"),
     }
@@ -460,7 +463,7 @@ pub(super) fn check_float_rows(
     };
     if !matches!(
         slot.dtype,
-        StoredDType::F32 | StoredDType::F16 | StoredDType::BF16
+        StoredDType::F32 | StoredDType::F16 | StoredDType::BF16 | StoredDType::F64
     ) {
         return Err(format!("stored as {:?}, not a float", slot.dtype));
     }
