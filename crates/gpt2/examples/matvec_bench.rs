@@ -1,7 +1,8 @@
 //! Weight-streaming rate of the decode kernels on GPT-2 (124M) shapes, in every weight format:
 //! `cargo run --release -p gpt2 --example matvec_bench`. Prints the GB/s of weights read and
 //! the machine's plain read bandwidth (a decode step is bound by it). Formats may be named
-//! (`-- q8 q4`); GPT2_SIMD=avx2|portable runs a lesser instruction set for comparison.
+//! (`-- q8 q4`); GPT2_SIMD=avx2|portable runs a lesser instruction set for comparison;
+//! ROWS=1,8,512 picks the input rows (default 1,4,8; a prompt's products at 512).
 
 use std::time::Instant;
 
@@ -43,9 +44,11 @@ fn main() -> gpt2::Result<()> {
             .map(|t| Weight::from_tensor(t.clone(), format))
             .collect::<gpt2::Result<_>>()?;
         let bytes: usize = ws.iter().map(Weight::bytes).sum();
-        for m in [1usize, 4, 8] {
+        let rows = std::env::var("ROWS").unwrap_or("1,4,8".into());
+        for m in rows.split(',').map(|r| r.trim().parse::<usize>().expect("ROWS: numbers")) {
             let xs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0.5f32; m * w.dims().1]).collect();
             let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.dims().0]).collect();
+            let macs: usize = ws.iter().map(|w| m * w.dims().0 * w.dims().1).sum();
             let mut best = f64::MAX;
             for _ in 0..15 {
                 let t0 = Instant::now();
@@ -55,12 +58,13 @@ fn main() -> gpt2::Result<()> {
                 best = best.min(t0.elapsed().as_secs_f64());
             }
             println!(
-                "{:>4} m={m}: {:.2} ms per step ({:.0} MB, {:.1} GB/s, {:.1} steps/s)",
+                "{:>4} m={m}: {:.2} ms per step ({:.0} MB, {:.1} GB/s, {:.1} steps/s, {:.0} G MAC/s)",
                 format.name(),
                 best * 1e3,
                 bytes as f64 / 1e6,
                 bytes as f64 / best / 1e9,
-                1.0 / best
+                1.0 / best,
+                macs as f64 / best / 1e9
             );
         }
     }
