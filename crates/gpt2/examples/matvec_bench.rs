@@ -45,7 +45,10 @@ fn main() -> gpt2::Result<()> {
             .collect::<gpt2::Result<_>>()?;
         let bytes: usize = ws.iter().map(Weight::bytes).sum();
         let rows = std::env::var("ROWS").unwrap_or("1,4,8".into());
-        for m in rows.split(',').map(|r| r.trim().parse::<usize>().expect("ROWS: numbers")) {
+        for m in rows
+            .split(',')
+            .map(|r| r.trim().parse::<usize>().expect("ROWS: numbers"))
+        {
             let xs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0.5f32; m * w.dims().1]).collect();
             let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; m * w.dims().0]).collect();
             let macs: usize = ws.iter().map(|w| m * w.dims().0 * w.dims().1).sum();

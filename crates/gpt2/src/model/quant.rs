@@ -384,7 +384,7 @@ impl QMatrix {
                 .try_for_each_init(Vec::new, |staging, (t, (data, scales))| {
                     let j0 = (b0 + t) * BLOCK_ROWS;
                     let j1 = (j0 + BLOCK_ROWS).min(n);
-                    staging.resize((j1 - j0) * k, 0f32);
+                    let staging = first(staging, (j1 - j0) * k);
                     read(j0..j1, 0..k, staging)?;
                     // The groups' arithmetic vectorises (abs_max, round_to_int) given the width.
                     with_simd(
@@ -436,16 +436,16 @@ impl QMatrix {
         let mut part_scales = Vec::new();
         for g0 in (0..groups).step_by(slice_groups) {
             let g1 = (g0 + slice_groups).min(groups);
-            part.clear();
+            // Not cleared between slices: every slice writes each block's lanes below n, and
+            // the lanes past n (a last, partial block) stay zero from the first.
             part.resize((g1 - g0) * blocks * bgb, 0u8);
-            part_scales.clear();
             part_scales.resize((g1 - g0) * blocks * BLOCK_ROWS, f16::ZERO);
             part.par_chunks_mut((blocks * bgb).max(1))
                 .zip(part_scales.par_chunks_mut((blocks * BLOCK_ROWS).max(1)))
                 .enumerate()
                 .try_for_each_init(Vec::new, |staging, (i, (data, scales))| {
                     let (c0, c1) = ((g0 + i) * GROUP, ((g0 + i + 1) * GROUP).min(k));
-                    staging.resize((c1 - c0) * n, 0f32);
+                    let staging = first(staging, (c1 - c0) * n);
                     read(0..n, c0..c1, staging)?;
                     with_simd(
                         #[inline(always)]
@@ -514,11 +514,20 @@ impl QMatrix {
     }
 }
 
+/// The first `len` values of `buf`, grown (zeroed once) when short: a task's staging is reused
+/// as it is, since every read overwrites what it covers (zeroing it per block was 3% of a
+/// quantized load).
+fn first(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
 /// A zeroed buffer of `len` bytes on huge pages (streamed once per decoding step, as the float
 /// weights are), and the 64-byte-aligned offset its data starts at.
 fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
-    let mut buf = crate::weights::advised_vec::<u8>(len + 64);
-    buf.resize(len + 64, 0);
+    let buf = crate::weights::advised_zeroed(len + 64);
     let start = buf.as_ptr().align_offset(64);
     (buf, start)
 }

@@ -26,7 +26,7 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 
-pub use convert::advised_vec;
+pub use convert::{advised_vec, advised_zeroed};
 pub use hub::{resolve_model_dir, ResolveOptions};
 pub use quantized::Quantization;
 
