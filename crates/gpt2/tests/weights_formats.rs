@@ -323,7 +323,7 @@ fn float_rows_read_what_get_reads() {
         let w = if dir.is_dir() {
             Weights::from_dir(&dir).unwrap()
         } else {
-            Weights::from_files(&[dir.clone()]).unwrap()
+            Weights::from_files(std::slice::from_ref(&dir)).unwrap()
         };
         for name in w.names() {
             let shape = w.shape(&name).unwrap();
