@@ -79,6 +79,14 @@ impl QuantKind {
             QuantKind::Q4 => 8,
         }
     }
+
+    /// The signed values' range.
+    fn range(self) -> (f32, f32) {
+        match self {
+            QuantKind::Q8 => (-127.0, 127.0),
+            QuantKind::Q4 => (-8.0, 7.0),
+        }
+    }
 }
 
 /// A quantized `[n, k]` matrix, packed in blocks of 16 rows (see the module's notes); rows
@@ -396,10 +404,8 @@ impl QMatrix {
                                     let (i0, i1) = (g * GROUP, ((g + 1) * GROUP).min(k));
                                     let mut group = [0f32; GROUP];
                                     group[..i1 - i0].copy_from_slice(&row[i0..i1]);
-                                    scales[g * BLOCK_ROWS + lane] = match kind {
-                                        QuantKind::Q8 => quantize_q8(&group, &mut u),
-                                        QuantKind::Q4 => quantize_q4(&group, &mut u),
-                                    };
+                                    scales[g * BLOCK_ROWS + lane] =
+                                        quantize_group(kind, &group, &mut u);
                                     scatter(kind, lane, &u, &mut data[g * bgb..(g + 1) * bgb]);
                                 }
                             }
@@ -532,29 +538,45 @@ fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
     (buf, start)
 }
 
-/// One group to unsigned integers `q + 128`; returns the scale.
+/// One group to unsigned integers (value plus [`QuantKind::offset`]); returns the scale.
 #[inline(always)]
-fn quantize_q8(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
-    let d = abs_max(x) / 127.0;
-    // Quantize with the scale as stored (f16), so q * d reproduces the values as closely as
-    // the stored scale allows.
-    let d16 = f16::from_f32(d);
-    let inv = if d16.to_f32() > 0.0 {
-        1.0 / d16.to_f32()
-    } else {
-        0.0
-    };
+fn quantize_group(kind: QuantKind, x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
+    let amax = abs_max(x);
+    let (d16, inv) = scale(kind, amax, || {
+        x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0)
+    });
+    let (lo, hi, offset) = bounds(kind);
     for (o, v) in u.iter_mut().zip(x) {
-        *o = (round_to_int((v * inv).clamp(-127.0, 127.0)) + 128) as u8;
+        *o = (round_to_int((v * inv).clamp(lo, hi)) + offset) as u8;
     }
     d16
 }
 
+/// A group's scale as stored (f16) and its inverse, from its largest magnitude `amax`: q8 maps
+/// `amax` to 127; q4 maps the first value of that magnitude, `first()` with its sign, to -8
+/// exactly (the sign makes the range -8..=7 fit it). Values are quantized with the scale as
+/// stored, so q * d reproduces them as closely as the stored scale allows.
+#[inline(always)]
+fn scale(kind: QuantKind, amax: f32, first: impl FnOnce() -> f32) -> (f16, f32) {
+    let d16 = match kind {
+        QuantKind::Q8 => f16::from_f32(amax / 127.0),
+        QuantKind::Q4 => f16::from_f32(first() / -8.0),
+    };
+    let d = d16.to_f32();
+    (d16, if d != 0.0 { 1.0 / d } else { 0.0 })
+}
+
+/// The signed range and the unsigned offset, as floats and an integer for the rounding loops.
+#[inline(always)]
+fn bounds(kind: QuantKind) -> (f32, f32, i32) {
+    let (lo, hi) = kind.range();
+    (lo, hi, kind.offset())
+}
+
 /// One block's group from a tile of its 16 lanes' values (`tile[c][lane]`, a Conv1D weight's
-/// layout): the same integers and scales as [`quantize_q8`] / [`quantize_q4`] on each lane's
-/// row, with the arithmetic running down the lanes (16 wide) instead of along a row, and
-/// packed straight into the block's bytes. Lanes from `lanes` on are left as they are (a last
-/// block's rows past the matrix stay zero).
+/// layout): the same integers and scales as [`quantize_group`] on each lane's row, with the
+/// arithmetic running down the lanes (16 wide) instead of along a row. Lanes from `lanes` on
+/// are left as they are (a last block's rows past the matrix stay zero).
 #[inline(always)]
 fn quantize_lanes(
     kind: QuantKind,
@@ -569,76 +591,26 @@ fn quantize_lanes(
             *a = larger(*a, magnitude(v));
         }
     }
-    let (lo, hi, offset) = match kind {
-        QuantKind::Q8 => (-127.0, 127.0, 128),
-        QuantKind::Q4 => (-8.0, 7.0, 8),
-    };
     let mut inv = [0f32; BLOCK_ROWS];
     for l in 0..lanes {
-        let d16 = match kind {
-            QuantKind::Q8 => f16::from_f32(amax[l] / 127.0),
-            QuantKind::Q4 => {
-                // The first value of largest magnitude, with its sign (as quantize_q4).
-                let m = tile
-                    .iter()
-                    .map(|t| t[l])
-                    .find(|v| v.abs() == amax[l])
-                    .unwrap_or(0.0);
-                f16::from_f32(m / -8.0)
-            }
+        let first = || {
+            tile.iter()
+                .map(|t| t[l])
+                .find(|v| v.abs() == amax[l])
+                .unwrap_or(0.0)
         };
-        let d = d16.to_f32();
-        inv[l] = match kind {
-            QuantKind::Q8 if d > 0.0 => 1.0 / d,
-            QuantKind::Q4 if d != 0.0 => 1.0 / d,
-            _ => 0.0,
-        };
-        scales[l] = d16;
+        (scales[l], inv[l]) = scale(kind, amax[l], first);
     }
+    let (lo, hi, offset) = bounds(kind);
     let mut u = [[0u8; BLOCK_ROWS]; GROUP];
     for (q, t) in u.iter_mut().zip(tile) {
         for l in 0..BLOCK_ROWS {
             q[l] = (round_to_int((t[l] * inv[l]).clamp(lo, hi)) + offset) as u8;
         }
     }
-    let keep = |l: usize| l < lanes;
-    match kind {
-        QuantKind::Q8 => {
-            for (chunk, quads) in block_group.chunks_exact_mut(64).enumerate() {
-                for l in (0..BLOCK_ROWS).filter(|&l| keep(l)) {
-                    for e in 0..QUAD {
-                        quads[l * QUAD + e] = u[chunk * QUAD + e][l];
-                    }
-                }
-            }
-        }
-        QuantKind::Q4 => {
-            for (p, quads) in block_group.chunks_exact_mut(64).enumerate() {
-                for l in (0..BLOCK_ROWS).filter(|&l| keep(l)) {
-                    for e in 0..QUAD {
-                        quads[l * QUAD + e] =
-                            u[2 * p * QUAD + e][l] | (u[(2 * p + 1) * QUAD + e][l] << 4);
-                    }
-                }
-            }
-        }
+    for l in 0..lanes {
+        scatter(kind, l, &std::array::from_fn(|c| u[c][l]), block_group);
     }
-}
-
-/// One group to unsigned integers `q` in 0..=15 (standing for `q - 8`); returns the scale.
-#[inline(always)]
-fn quantize_q4(x: &[f32; GROUP], u: &mut [u8; GROUP]) -> f16 {
-    // The value of largest magnitude maps to -8 exactly (the sign makes the range -8..=7 fit it).
-    // The first of the largest magnitude, found after the (vectorised) largest magnitude itself.
-    let amax = abs_max(x);
-    let m = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
-    let d16 = f16::from_f32(m / -8.0);
-    let d = d16.to_f32();
-    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
-    for (o, v) in u.iter_mut().zip(x) {
-        *o = (round_to_int((v * inv).clamp(-8.0, 7.0)) + 8) as u8;
-    }
-    d16
 }
 
 /// Input rows quantized to 8 bits per group of 32: what the integer products consume.
