@@ -570,37 +570,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "load",
         torch_load.map_or(String::new(), |t| format!("{:>12.3} s", t))
     );
-    let rss = |v: Option<u64>, i: usize| match v {
-        Some(b) => cell(format!(
-            "{} {:.2}x",
-            mb(b as f64),
-            b as f64 / weight_bytes[i]
-        )),
+    // A peak RSS and its ratio to `of` bytes.
+    let rss = |v: Option<u64>, of: f64| match v {
+        Some(b) => cell(format!("{} {:.2}x", mb(b as f64), b as f64 / of)),
         None => cell("-".into()),
     };
     let after_load: String = workers
         .iter()
         .enumerate()
-        .map(|(i, w)| rss(w.hello["rss_after_load"].as_u64(), i))
+        .map(|(i, w)| rss(w.hello["rss_after_load"].as_u64(), weight_bytes[i]))
         .collect();
     println!("{:<22}{after_load}", "peak RSS, load");
     if !args.prefill.is_empty() {
         // The measure: weights plus the KV cache of the longest prompt.
         let after: String = (0..formats.len())
-            .map(|i| match rss_prefill[i] {
-                Some(b) => cell(format!(
-                    "{} {:.2}x",
-                    mb(b as f64),
-                    b as f64 / (weight_bytes[i] + kv_max[i] as f64)
-                )),
-                None => cell("-".into()),
-            })
+            .map(|i| rss(rss_prefill[i], weight_bytes[i] + kv_max[i] as f64))
             .collect();
         println!("{:<22}{after}", "  +prefills (x w+KV)");
     }
     if args.decode > 0 {
         let after: String = (0..formats.len())
-            .map(|i| rss(rss_after_b1[i], i))
+            .map(|i| rss(rss_after_b1[i], weight_bytes[i]))
             .collect();
         println!("{:<22}{after}", "peak RSS, +b1 decode");
     }
