@@ -609,7 +609,7 @@ fn quantize_lanes(
         }
     }
     for l in 0..lanes {
-        scatter(kind, l, &std::array::from_fn(|c| u[c][l]), block_group);
+        scatter(kind, l, &u.map(|by_lane| by_lane[l]), block_group);
     }
 }
 
