@@ -1,7 +1,8 @@
-//! The fused decode step (model/decode.rs) and the fused prompt attention (model/attention.rs)
-//! against the op-by-op path they replace: same cache, same inputs, every fixture architecture
-//! (activations, odd head counts, inverse-layer-idx scaling, untied heads), left padding, and
-//! sequences long enough to grow the cache.
+//! The fused forward (model/fused.rs: decoding steps, and prompts with their blocked attention
+//! from model/attention.rs) against the op-by-op path it replaces: same cache, same inputs,
+//! every fixture architecture (activations, odd head counts, inverse-layer-idx scaling, untied
+//! heads), left padding, prompts past one block of query rows and past the products' switch to
+//! blocked kernels, and sequences long enough to grow the cache.
 
 mod common;
 
@@ -175,11 +176,25 @@ fn compare_prompts(model: &Gpt2LmHeadModel, prompt_lens: &[usize], first: usize)
 }
 
 #[test]
-fn fused_prompt_attention_matches_op_by_op_on_every_fixture() {
+fn fused_prompts_match_op_by_op_on_every_fixture() {
     for name in fixture_models() {
         let model = load(&name);
         compare_prompts(&model, &[9, 4, 1, 7], 5);
         compare_prompts(&model, &[12], 3);
+    }
+}
+
+#[test]
+fn long_fused_prompts_match_op_by_op() {
+    // Past one block of 64 query rows (the second chunk's attend over the first's keys too),
+    // and more rows than the streaming kernels take, in every weight format's products.
+    let model = load("gpt2-vocab");
+    let n = model.config().n_positions;
+    assert!(n >= 128, "gpt2-vocab has {n} positions");
+    compare_prompts(&model, &[n - 3, 70], 90);
+    compare_prompts(&model, &[n], 1);
+    for format in [WeightFormat::F16, WeightFormat::Q8] {
+        compare_prompts(&load_as("gpt2-vocab", format), &[100, 37], 66);
     }
 }
 
@@ -211,7 +226,8 @@ fn fused_step_matches_through_cache_growth() {
 }
 
 #[test]
-fn up_to_max_rows_are_fused_and_more_fall_back() {
+fn steps_of_many_rows_match_op_by_op() {
+    // Up to MAX_ROWS rows the products stream the matrix; past it they take the blocked kernels.
     let model = load("tiny");
     compare(&model, &[4; 8], 2);
     let lens: Vec<usize> = (0..gpt2::model::matvec::MAX_ROWS + 1)

@@ -170,11 +170,20 @@ impl OutPtr {
     }
 }
 
-/// Attention for a whole prompt: q `[B, H, T, D]`, k and v `[B, H, cap, D]` of which the first S
-/// positions are in use (S = past + T, the cache's keys included; cap >= S is the buffer's
-/// room), `bias` the additive mask `[B, 1, T, S]` (0 where visible, causal) or None for plain
-/// causal attention. Returns `[B, T, H * D]`, the heads side by side as the projection wants
-/// them.
+/// Where a prompt's query rows lie in their buffer: element `l` of query row `i` of head `hd` in
+/// batch row `bi` is at `bi * batch + hd * head + i * row + l`. `[B, H, T, D]` heads and the
+/// q third of c_attn's `[B, T, 3E]` output are both such layouts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Strides {
+    pub batch: usize,
+    pub head: usize,
+    pub row: usize,
+}
+
+/// Attention for a whole prompt: q laid out as `qs` says, k and v `[B, H, cap, D]` of which the
+/// first S positions are in use (S = past + T, the cache's keys included; cap >= S is the
+/// buffer's room), `padding` the attention mask's rows `[B][S]` (0: a padding key no query sees)
+/// or None. Writes `y` `[B, T, H * D]`, the heads side by side as the projection wants them.
 ///
 /// One task per (batch, head, block of 64 query rows): the block's scores against the keys its
 /// last row can see (`past + i1`: the upper triangle past it is never computed), the softmax
@@ -184,16 +193,19 @@ impl OutPtr {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend_prompt(
     q: &[f32],
+    qs: Strides,
     k: &[f32],
     v: &[f32],
-    bias: Option<&[f32]>,
+    padding: Option<&[Vec<u32>]>,
     (b, h, t, s, d, cap): (usize, usize, usize, usize, usize, usize),
     scale: f32,
-) -> Vec<f32> {
-    assert!(t <= s && s <= cap && q.len() >= b * h * t * d && k.len() >= b * h * cap * d);
-    assert!(v.len() >= b * h * cap * d && bias.is_none_or(|m| m.len() >= b * t * s));
+    y: &mut [f32],
+) {
+    assert!(t <= s && s <= cap && k.len() >= b * h * cap * d && v.len() >= b * h * cap * d);
+    assert!(b == 0 || q.len() > (b - 1) * qs.batch + (h - 1) * qs.head + (t - 1) * qs.row + d - 1);
+    assert!(padding.is_none_or(|m| m.len() == b && m.iter().all(|r| r.len() == s)));
+    assert_eq!(y.len(), b * t * h * d, "y must be [B, T, H * D]");
     let past = s - t;
-    let mut y = vec![0f32; b * t * h * d];
     let out = OutPtr(y.as_mut_ptr());
     let blocks = t.div_ceil(QUERY_BLOCK);
     (0..b * h * blocks)
@@ -203,12 +215,14 @@ pub(crate) fn attend_prompt(
             let (bi, hd) = (bh / h, bh % h);
             let (i0, i1) = (blk * QUERY_BLOCK, ((blk + 1) * QUERY_BLOCK).min(t));
             let (rows, len) = (i1 - i0, past + i1);
-            let qb = &q[(bh * t + i0) * d..(bh * t + i1) * d];
+            let q0 = bi * qs.batch + hd * qs.head + i0 * qs.row;
+            let qb = &q[q0..q0 + (rows - 1) * qs.row + d];
             let (kh, vh) = (&k[bh * cap * d..][..len * d], &v[bh * cap * d..][..len * d]);
+            let keys = padding.map(|m| &m[bi][..]);
             scores.clear();
             scores.resize(rows * len, 0.0);
-            // SAFETY: the slices hold the [rows, d], [len, d] and [rows, len] matrices the strides
-            // describe.
+            // SAFETY: the slices hold the [rows, d] (row stride qs.row), [len, d] and [rows, len]
+            // matrices the strides describe.
             unsafe {
                 gemm::gemm(
                     rows,
@@ -220,7 +234,7 @@ pub(crate) fn attend_prompt(
                     false,
                     qb.as_ptr(),
                     1,
-                    d as isize,
+                    qs.row as isize,
                     kh.as_ptr(),
                     d as isize,
                     1,
@@ -236,12 +250,11 @@ pub(crate) fn attend_prompt(
             for (r, p) in scores.chunks_exact_mut(len.max(1)).enumerate() {
                 let i = i0 + r;
                 // Hidden keys to -inf (exp gives exactly 0): past this row's position, and
-                // where the mask says so.
+                // padding.
                 p[past + i + 1..].fill(f32::NEG_INFINITY);
-                if let Some(m) = bias {
-                    let row_bias = &m[(bi * t + i) * s..][..past + i + 1];
-                    for (x, &mb) in p.iter_mut().zip(row_bias) {
-                        if mb != 0.0 {
+                if let Some(m) = keys {
+                    for (x, &mk) in p.iter_mut().zip(m) {
+                        if mk == 0 {
                             *x = f32::NEG_INFINITY;
                         }
                     }
@@ -280,16 +293,14 @@ pub(crate) fn attend_prompt(
                 for i in blind {
                     let row =
                         std::slice::from_raw_parts_mut(out.at(((bi * t + i) * h + hd) * d), d);
-                    let qr = &q[(bh * t + i) * d..][..d];
+                    let qr = &q[bi * qs.batch + hd * qs.head + i * qs.row..][..d];
                     let (kf, vf) = (&k[bh * cap * d..][..s * d], &v[bh * cap * d..][..s * d]);
-                    let row_bias = bias.map(|m| &m[(bi * t + i) * s..][..s]);
                     let mut p = vec![0f32; s];
-                    let visible = |j: usize| j <= past + i && row_bias.is_none_or(|m| m[j] == 0.0);
+                    let visible = |j: usize| j <= past + i && keys.is_none_or(|m| m[j] != 0);
                     attend_row(qr, kf, vf, scale, visible, &mut p, row);
                 }
             }
         });
-    y
 }
 
 #[cfg(test)]
@@ -353,6 +364,41 @@ mod tests {
         assert_eq!(exp_fast(89.0), f32::INFINITY);
     }
 
+    /// The additive bias [B, T, S] of causal attention over keys the padding rows allow.
+    fn bias(padding: &[Vec<u32>], t: usize) -> Vec<f32> {
+        let s = padding[0].len();
+        let mut bias = vec![0f32; padding.len() * t * s];
+        for (bi, keys) in padding.iter().enumerate() {
+            for i in 0..t {
+                for j in 0..s {
+                    if j > s - t + i || keys[j] == 0 {
+                        bias[(bi * t + i) * s + j] = f32::MIN;
+                    }
+                }
+            }
+        }
+        bias
+    }
+
+    /// `attend_prompt` on `[B, H, T, D]` queries, into a fresh output.
+    fn attend(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        padding: Option<&[Vec<u32>]>,
+        (b, h, t, s, d, cap): (usize, usize, usize, usize, usize, usize),
+        scale: f32,
+    ) -> Vec<f32> {
+        let mut y = vec![f32::NAN; b * t * h * d];
+        let qs = Strides {
+            batch: h * t * d,
+            head: t * d,
+            row: d,
+        };
+        attend_prompt(q, qs, k, v, padding, (b, h, t, s, d, cap), scale, &mut y);
+        y
+    }
+
     #[test]
     fn prompt_attention_matches_the_full_score_matrix() {
         let (b, h, past, t, d) = (2, 3, 4, 6, 20);
@@ -363,29 +409,17 @@ mod tests {
             random(b * h * s * d, 3),
         );
         let scale = 0.3;
-        // Causal.
-        let mut causal = vec![0f32; b * t * s];
-        for bi in 0..b {
-            for i in 0..t {
-                for j in past + i + 1..s {
-                    causal[(bi * t + i) * s + j] = f32::MIN;
-                }
-            }
-        }
-        let want = reference(&q, &k, &v, &causal, (b, h, t, s, d), scale);
-        for bias in [None, Some(causal.as_slice())] {
-            let got = attend_prompt(&q, &k, &v, bias, (b, h, t, s, d, s), scale);
+        let all = vec![vec![1u32; s]; b];
+        let want = reference(&q, &k, &v, &bias(&all, t), (b, h, t, s, d), scale);
+        for padding in [None, Some(all.as_slice())] {
+            let got = attend(&q, &k, &v, padding, (b, h, t, s, d, s), scale);
             assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
         }
         // Row 1's first seven keys are padding: its first query rows see nothing at all.
-        let mut padded = causal.clone();
-        for i in 0..t {
-            for j in 0..7 {
-                padded[(t + i) * s + j] = f32::MIN;
-            }
-        }
-        let want = reference(&q, &k, &v, &padded, (b, h, t, s, d), scale);
-        let got = attend_prompt(&q, &k, &v, Some(&padded), (b, h, t, s, d, s), scale);
+        let mut padded = all.clone();
+        padded[1][..7].fill(0);
+        let want = reference(&q, &k, &v, &bias(&padded, t), (b, h, t, s, d), scale);
+        let got = attend(&q, &k, &v, Some(&padded), (b, h, t, s, d, s), scale);
         assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
         // Keys and values in a larger buffer (the cache's room past S).
         let cap = s + 5;
@@ -396,7 +430,7 @@ mod tests {
             }
             w
         };
-        let got = attend_prompt(
+        let got = attend(
             &q,
             &widen(&k),
             &widen(&v),
@@ -404,6 +438,26 @@ mod tests {
             (b, h, t, s, d, cap),
             scale,
         );
+        assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
+        // Queries read in place from c_attn's [B, T, 3E] output (the q third first).
+        let e = h * d;
+        let mut qkv = vec![f32::NAN; b * t * 3 * e];
+        for bi in 0..b {
+            for hd in 0..h {
+                for i in 0..t {
+                    qkv[(bi * t + i) * 3 * e + hd * d..][..d]
+                        .copy_from_slice(&q[((bi * h + hd) * t + i) * d..][..d]);
+                }
+            }
+        }
+        let qs = Strides {
+            batch: t * 3 * e,
+            head: d,
+            row: 3 * e,
+        };
+        let mut got = vec![f32::NAN; b * t * e];
+        let shape = (b, h, t, s, d, s);
+        attend_prompt(&qkv, qs, &k, &v, Some(&padded), shape, scale, &mut got);
         assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
     }
 }

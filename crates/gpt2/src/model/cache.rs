@@ -22,7 +22,7 @@ pub struct Cache {
     pub(crate) scratch: StepScratch,
 }
 
-/// The fused decode step's working rows (see decode.rs); sized on first use.
+/// The fused forward's working rows (see fused.rs); sized on first use.
 #[derive(Debug, Default)]
 pub(crate) struct StepScratch {
     pub ln: Vec<f32>,
@@ -103,6 +103,11 @@ impl Cache {
         Some((l.k.narrow(2, 0, l.len).ok()?, l.v.narrow(2, 0, l.len).ok()?))
     }
 
+    /// Drop layer `i`'s keys and values (a forward without a cache keeps one layer's at a time).
+    pub(crate) fn forget(&mut self, i: usize) {
+        self.layers[i] = None;
+    }
+
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
     }
@@ -135,30 +140,30 @@ impl Cache {
         Ok(self.layers[i].as_mut().expect("just made"))
     }
 
-    /// One new position's keys and values for `rows` rows, written in place into layer `i`:
-    /// row r's head `hd` is `qkv[r * row_stride + key_offset + hd * d..][..d]` (values at
-    /// `value_offset`), straight from the fused step's c_attn output.
-    pub(crate) fn write_step(
+    /// `t` new positions' keys and values for `b` rows, written in place into layer `i`: head
+    /// `hd` of position `p` in row `r` is `qkv[(r * t + p) * row_stride + key_offset + hd * d..][..d]`
+    /// (values at `value_offset`), straight from the fused forward's c_attn output.
+    pub(crate) fn write_rows(
         &mut self,
         i: usize,
-        (rows, h, d): (usize, usize, usize),
+        (b, t, h, d): (usize, usize, usize, usize),
         qkv: &[f32],
         row_stride: usize,
         (key_offset, value_offset): (usize, usize),
     ) -> Result<()> {
-        let layer = self.reserve(i, (rows, h, 1, d), DType::F32, &Device::Cpu)?;
+        let layer = self.reserve(i, (b, h, t, d), DType::F32, &Device::Cpu)?;
         let cap = layer.k.dims()[2];
         for (buf, offset) in [(&layer.k, key_offset), (&layer.v, value_offset)] {
-            buf.inplace_op1(&WriteStep {
+            buf.inplace_op1(&WriteRows {
                 src: qkv,
                 row_stride,
                 offset,
-                shape: (rows, h, d),
+                shape: (b, t, h, d),
                 cap,
                 pos: layer.len,
             })?;
         }
-        layer.len += 1;
+        layer.len += t;
         Ok(())
     }
 
@@ -198,32 +203,35 @@ impl Cache {
     }
 }
 
-/// Copy one position's heads into a `[b, h, cap, d]` f32 buffer at `pos`, in place.
-struct WriteStep<'a> {
+/// Copy `t` positions' heads into a `[b, h, cap, d]` f32 buffer from `pos` on, in place.
+struct WriteRows<'a> {
     src: &'a [f32],
     row_stride: usize,
     offset: usize,
-    shape: (usize, usize, usize),
+    shape: (usize, usize, usize, usize),
     cap: usize,
     pos: usize,
 }
 
-impl InplaceOp1 for WriteStep<'_> {
+impl InplaceOp1 for WriteRows<'_> {
     fn name(&self) -> &'static str {
         "kv-cache-write"
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
         let CpuStorage::F32(buf) = storage else {
-            candle_core::bail!("the fused step's cache is f32");
+            candle_core::bail!("the fused forward's cache is f32");
         };
-        let (rows, h, d) = self.shape;
+        let (b, t, h, d) = self.shape;
         let base = layout.start_offset();
-        for r in 0..rows {
+        for r in 0..b {
             for hd in 0..h {
-                let src = &self.src[r * self.row_stride + self.offset + hd * d..][..d];
-                let at = base + ((r * h + hd) * self.cap + self.pos) * d;
-                buf[at..at + d].copy_from_slice(src);
+                for p in 0..t {
+                    let src =
+                        &self.src[(r * t + p) * self.row_stride + self.offset + hd * d..][..d];
+                    let at = base + ((r * h + hd) * self.cap + self.pos + p) * d;
+                    buf[at..at + d].copy_from_slice(src);
+                }
             }
         }
         Ok(())

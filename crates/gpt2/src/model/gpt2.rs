@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use super::activation::Act;
-use super::attention::{attend_prompt, split_heads};
+use super::attention::split_heads;
 use super::cache::Cache;
 use super::matvec::with_f32;
 use super::weight::{check_stored_format, Weight, WeightFormat};
@@ -83,7 +83,7 @@ impl LayerNorm {
         // Rows are independent: a few dozen per task.
         y.par_chunks_mut(64 * n)
             .zip(xs.par_chunks(64 * n))
-            .for_each(|(out, src)| super::decode::layer_norm_rows(src, &w, &b, eps, out));
+            .for_each(|(out, src)| super::fused::layer_norm_rows(src, &w, &b, eps, out));
         Ok(Tensor::from_vec(y, shape, x.device())?.to_dtype(dtype)?)
     }
 }
@@ -160,39 +160,10 @@ impl Attention {
                 .contiguous()?) // [B, H, T, D]
         };
         let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
-        // Without probabilities to return or dropout to apply, f32 attention on the CPU runs
-        // fused (attention.rs), over the cache's buffers in place.
-        let fused = !(want_probs || (train && self.attn_pdrop > 0.0))
-            && q.dtype() == DType::F32
-            && q.device().is_cpu();
-        let (k, v, buffers) = match cache {
-            Some((cache, layer)) => {
-                let (k, v) = cache.append(layer, &k, &v)?;
-                let buffers = cache
-                    .buffers(layer)
-                    .map(|(kb, vb, _)| (kb.clone(), vb.clone()));
-                (k, v, buffers)
-            }
-            None => (k.clone(), v.clone(), Some((k, v))),
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k, &v)?,
+            None => (k, v),
         };
-        if let (true, Some((kb, vb))) = (fused, buffers) {
-            let (s, cap) = (k.dims()[2], kb.dims()[2]);
-            let scale = self.scaling as f32;
-            let run = |qs: &[f32], ks: &[f32], vs: &[f32]| match mask {
-                None => Some(attend_prompt(qs, ks, vs, None, (b, h, t, s, d, cap), scale)),
-                Some(m) => with_f32(m, |bias| {
-                    attend_prompt(qs, ks, vs, Some(bias), (b, h, t, s, d, cap), scale)
-                }),
-            };
-            let y = with_f32(&q, |qs| {
-                with_f32(&kb, |ks| with_f32(&vb, |vs| run(qs, ks, vs)))
-            });
-            if let Some(y) = y.flatten().flatten().flatten() {
-                let y = Tensor::from_vec(y, (b, t, e), x.device())?;
-                let y = dropout(&self.c_proj.forward(&y)?, self.resid_pdrop, train)?;
-                return Ok((y, None));
-            }
-        }
 
         // Scores, mask and softmax in f32 (what reorder_and_upcast_attn asks for, and harmless
         // at f32); probabilities go back to the value dtype before the weighted sum.
@@ -489,25 +460,32 @@ impl Gpt2Model {
 
         let mut all_hidden = args.output_hidden_states.then(Vec::new);
         let mut all_attn = args.output_attentions.then(Vec::new);
-        // Decoding one position per row: the fused step (decode.rs), unless asked otherwise or
-        // something it does not do (attention maps, dropout, other dtypes) is wanted.
-        let fused = t == 1
-            && b <= super::matvec::MAX_ROWS
-            && !args.op_by_op
-            && !args.output_attentions
-            && !args.train
-            && self.device.is_cpu();
-        if let (true, Some(cache)) = (fused, cache.as_deref_mut()) {
+        // The fused forward (fused.rs) on the CPU, unless asked otherwise or something it does
+        // not do (attention maps, dropout) is wanted.
+        let fused =
+            !args.op_by_op && !args.output_attentions && !args.train && self.device.is_cpu();
+        if fused {
             let e = cfg.n_embd;
             let padded = mask_rows
                 .as_deref()
                 .filter(|rows| rows.iter().flatten().any(|&m| m == 0));
+            // Without a cache of the caller's, one for each layer's keys while it runs.
+            let mut own = Cache::new(if cache.is_some() { 0 } else { cfg.n_layer });
+            let owned = cache.is_none();
+            let cache = cache.unwrap_or(&mut own);
             let mut x = hidden.flatten_all()?.to_vec1::<f32>()?;
             for (i, block) in self.h.iter().enumerate() {
                 if let Some(hs) = all_hidden.as_mut() {
                     hs.push(Tensor::from_slice(&x, (b, t, e), &self.device)?);
                 }
-                block.forward_step(&mut x, b, cache, i, padded)?;
+                block.forward_fused(&mut x, (b, t), cache, i, padded)?;
+                if owned {
+                    cache.forget(i);
+                }
+            }
+            // A prompt's working rows are large; a decoding step's are kept for the next.
+            if b * t > super::matvec::MAX_ROWS {
+                cache.scratch = Default::default();
             }
             let hidden = self
                 .ln_f

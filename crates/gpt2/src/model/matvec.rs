@@ -144,6 +144,61 @@ pub fn linear_into<W: Element>(
     });
 }
 
+/// What [`linear_reference`] computes for many rows at f32 (w `[n, k]` f32): the blocked
+/// product candle's matmul runs (the `gemm` crate), called on the slices so the result lands in
+/// `y` with the bias already there, across the pool's threads. Past [`MAX_ROWS`] rows it beats
+/// streaming the matrix once per call.
+pub(crate) fn gemm_into(
+    x: &[f32],
+    m: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    assert!(m > 0 && x.len().is_multiple_of(m), "x must be m rows");
+    let k = x.len() / m;
+    assert!(
+        w.len() == n * k && y.len() == m * n,
+        "w must be [n, k] and y [m, n]"
+    );
+    if let Some(b) = bias {
+        y.par_chunks_mut(n.max(1))
+            .for_each(|row| row.copy_from_slice(b));
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: y is [m, n] row-major, x [m, k] row-major, and w [n, k] row-major read as the
+    // [k, n] right-hand side (column stride k, row stride 1).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            bias.is_some(),
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// A float matrix's values as f32, across cores, eight at a time where the CPU converts them
 /// (F16C for f16, a shift for bf16): what a prompt's product with an f16 / bf16 matrix
 /// multiplies (candle's own conversion goes through `half`'s per-element routine, which cost

@@ -270,8 +270,10 @@ impl Weight {
         }
     }
 
-    /// `y = x @ W^T (+ bias)` on slices: x `[m, k]`, y `[m, n]`, any m (the streaming kernels
-    /// read the matrix once per call).
+    /// `y = x @ W^T (+ bias)` on slices: x `[m, k]`, y `[m, n]`, any m. Float matrices take the
+    /// streaming kernels (the matrix read once per call) up to [`MAX_ROWS`] rows and the blocked
+    /// f32 product beyond (f16 / bf16 widened to f32 for the call); quantized ones take the
+    /// integer kernels for any number of rows (a prompt's rows run as tiles over each block).
     pub fn linear_into(
         &self,
         x: &[f32],
@@ -292,6 +294,13 @@ impl Weight {
                 ) -> Option<()> {
                     with_slice::<W, _>(t, |w| matvec::linear_into(x, m, w, n, bias, y))
                 }
+                if m > MAX_ROWS {
+                    return match t.dtype() {
+                        DType::F32 => with_f32(t, |w| matvec::gemm_into(x, m, w, n, bias, y)),
+                        _ => with_f32(&self.to_f32()?, |w| matvec::gemm_into(x, m, w, n, bias, y)),
+                    }
+                    .ok_or_else(|| Error::Input("weights must be contiguous CPU tensors".into()));
+                }
                 match t.dtype() {
                     DType::F32 => go::<f32>(t, x, m, n, bias, y),
                     DType::F16 => go::<f16>(t, x, m, n, bias, y),
@@ -307,10 +316,7 @@ impl Weight {
         done.ok_or_else(|| Error::Input("weights must be contiguous CPU tensors".into()))
     }
 
-    /// `x @ W^T (+ bias)` for x `[m, k]` f32: float matrices take the streaming kernels up to
-    /// [`MAX_ROWS`] rows and candle's blocked matmul beyond (on the f32 matrix, converted from
-    /// the stored format for the call); quantized ones take the integer kernels for any number
-    /// of rows (they run a prompt's rows as tiles over each block of weights).
+    /// `x @ W^T (+ bias)` for x `[m, k]`: [`Weight::linear_into`] on tensors.
     pub fn linear(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let (m, k) = x.dims2()?;
         let (n, kw) = self.dims();
@@ -320,24 +326,13 @@ impl Weight {
             )));
         }
         let x = x.to_dtype(DType::F32)?.contiguous()?;
-        if m <= MAX_ROWS || matches!(self, Weight::Quant(_)) {
-            let b = bias
-                .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
-                .transpose()?;
-            let mut y = vec![0f32; m * n];
-            with_f32(&x, |xs| self.linear_into(xs, m, b.as_deref(), &mut y))
-                .ok_or_else(|| Error::Input("activations must be CPU tensors".into()))??;
-            return Ok(Tensor::from_vec(y, (m, n), x.device())?);
-        }
-        let w = match self {
-            Weight::Float(t) if t.dtype() == DType::F32 => t.clone(),
-            _ => self.to_f32()?,
-        };
-        let y = x.matmul(&w.t()?)?;
-        Ok(match bias {
-            Some(b) => y.broadcast_add(&b.to_dtype(DType::F32)?)?,
-            None => y,
-        })
+        let b = bias
+            .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+            .transpose()?;
+        let mut y = vec![0f32; m * n];
+        with_f32(&x, |xs| self.linear_into(xs, m, b.as_deref(), &mut y))
+            .ok_or_else(|| Error::Input("activations must be CPU tensors".into()))??;
+        Ok(Tensor::from_vec(y, (m, n), x.device())?)
     }
 }
 
@@ -380,14 +375,12 @@ mod tests {
             };
             for m in [1, 3, MAX_ROWS, MAX_ROWS + 1, 50] {
                 let x = random((m, k), 3 + m as u64);
+                let product = x.matmul(&stands_for.t().unwrap()).unwrap();
                 let got = weight.linear(&x, Some(&b)).unwrap();
-                let want = x
-                    .matmul(&stands_for.t().unwrap())
-                    .unwrap()
-                    .broadcast_add(&b)
-                    .unwrap();
-                let err = max_rel(&got, &want);
+                let err = max_rel(&got, &product.broadcast_add(&b).unwrap());
                 assert!(err < tol, "{format:?} m={m}: {err}");
+                let err = max_rel(&weight.linear(&x, None).unwrap(), &product);
+                assert!(err < tol, "{format:?} m={m}, no bias: {err}");
             }
             // Embedding rows are the matrix's rows.
             let ids = Tensor::new(&[3u32, 0, 69], &Device::Cpu).unwrap();

@@ -1,0 +1,168 @@
+//! A block's forward, fused: a decoding step (one new position per row) or a whole prompt,
+//! through the KV cache, on plain f32 slices. The op-by-op path (`Block::forward`) allocates a
+//! tensor and dispatches a kernel for each of about thirty operations per layer, copying the
+//! heads apart, the cache's keys in and every activation out and back; here each layer is a few
+//! loops over the rows in buffers that live as long as the cache, and the time goes to the
+//! products.
+//!
+//! `Block::forward` is the reference: tests/decode.rs checks steps and prompts against it.
+
+use rayon::prelude::*;
+
+use super::attention::{attend_prompt, attend_row, Strides};
+use super::cache::Cache;
+use super::gpt2::{Block, LayerNorm};
+use super::matvec::with_f32;
+use crate::error::{Error, Result};
+
+/// LayerNorm over the last dimension of `x` (rows of `n`), in two passes (mean, then the
+/// centred variance) as PyTorch's CPU kernel computes it.
+pub(crate) fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    let n = w.len();
+    for (src, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let mean = src.iter().sum::<f32>() / n as f32;
+        let var = src.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+        let inv_std = 1.0 / (var + eps).sqrt();
+        for (((d, s), g), bb) in dst.iter_mut().zip(src).zip(w).zip(b) {
+            *d = (s - mean) * inv_std * g + bb;
+        }
+    }
+}
+
+/// Rows per task of the element-wise loops (layer norms, residual adds, the activation): a
+/// prompt's rows across cores, a step's few on the calling thread.
+const ROWS_PER_TASK: usize = 16;
+
+/// `f(rows, chunk)` over runs of [`ROWS_PER_TASK`] rows of `a` (rows of `n`): `chunk` holds
+/// the rows `rows` of `a`.
+fn by_rows(a: &mut [f32], n: usize, f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync) {
+    let size = ROWS_PER_TASK * n.max(1);
+    let rows = |i: usize, c: &[f32]| i * ROWS_PER_TASK..i * ROWS_PER_TASK + c.len() / n.max(1);
+    if a.len() <= size {
+        f(rows(0, a), a);
+    } else {
+        a.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(rows(i, c), c));
+    }
+}
+
+/// The parameters of a layer norm, borrowed as slices.
+fn norm(ln: &LayerNorm, x: &[f32], out: &mut [f32]) -> Result<()> {
+    let n = ln.weight.dims1()?;
+    let eps = ln.eps as f32;
+    with_f32(&ln.weight, |w| {
+        with_f32(&ln.bias, |b| {
+            by_rows(out, n, |r, o| {
+                layer_norm_rows(&x[r.start * n..r.end * n], w, b, eps, o)
+            })
+        })
+    })
+    .flatten()
+    .ok_or_else(not_f32)
+}
+
+/// `x += y`, element-wise (the residual stream, rows of `n`).
+fn add(x: &mut [f32], y: &[f32], n: usize) {
+    by_rows(x, n, |r, x| {
+        x.iter_mut()
+            .zip(&y[r.start * n..r.end * n])
+            .for_each(|(a, b)| *a += b)
+    });
+}
+
+fn not_f32() -> Error {
+    Error::Input("the fused forward needs contiguous f32 CPU tensors".into())
+}
+
+/// `y = x @ W + b` through a Conv1D's `[out, in]` weight, whatever its format.
+fn conv1d(c: &super::gpt2::Conv1D, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+    with_f32(&c.bias, |b| c.weight_out_in().linear_into(x, m, Some(b), y)).ok_or_else(not_f32)?
+}
+
+impl Block {
+    /// `t` new positions for each of the `b` rows of `x` (`[b * t, n_embd]`, the residual
+    /// stream, updated in place), their keys and values appended to the cache's layer `layer`;
+    /// `mask` is the attention mask's rows (past and these positions; 0 for padding) or None
+    /// when nothing is padding. Attention is causal.
+    pub(crate) fn forward_fused(
+        &self,
+        x: &mut [f32],
+        (b, t): (usize, usize),
+        cache: &mut Cache,
+        layer: usize,
+        mask: Option<&[Vec<u32>]>,
+    ) -> Result<()> {
+        let rows = b * t;
+        let e = x.len() / rows;
+        let (h, d) = (self.attn.n_head, self.attn.head_dim);
+        let inner = self.mlp.c_fc.bias.dims1()?;
+        // The rows live in the cache's scratch: a decoding step allocates nothing once warm.
+        let mut s = std::mem::take(&mut cache.scratch);
+        let fit = |v: &mut Vec<f32>, n: usize| v.resize(n, 0.0);
+        fit(&mut s.ln, rows * e);
+        fit(&mut s.qkv, rows * 3 * e);
+        fit(&mut s.att, rows * e);
+        fit(&mut s.proj, rows * e);
+        fit(&mut s.hidden, rows * inner);
+
+        norm(&self.ln_1, x, &mut s.ln)?;
+        conv1d(&self.attn.c_attn, &s.ln, rows, &mut s.qkv)?;
+        // These positions' keys and values, written into the cache in place.
+        cache.write_rows(layer, (b, t, h, d), &s.qkv, 3 * e, (e, 2 * e))?;
+        let (kbuf, vbuf, len) = cache.buffers(layer).expect("just written");
+        let cap = kbuf.dims()[2];
+        let scale = self.attn.scaling as f32;
+        let qkv = &s.qkv;
+        let attended = if t == 1 {
+            // One query per (row, head): a task each, the scores in the scratch, which has room
+            // for every position the cache holds so it grows with the cache, not each step.
+            if s.scores.capacity() < b * h * cap {
+                s.scores = Vec::with_capacity(b * h * cap);
+            }
+            fit(&mut s.scores, b * h * len);
+            with_f32(kbuf, |ks| {
+                with_f32(vbuf, |vs| {
+                    s.att
+                        .par_chunks_mut(d)
+                        .zip(s.scores.par_chunks_mut(len.max(1)))
+                        .enumerate()
+                        .for_each(|(rh, (out, p))| {
+                            let (r, hd) = (rh / h, rh % h);
+                            let q = &qkv[r * 3 * e + hd * d..r * 3 * e + (hd + 1) * d];
+                            let base = (r * h + hd) * cap * d;
+                            let head = base..base + len * d;
+                            let visible = |pos: usize| mask.is_none_or(|m| m[r][pos] != 0);
+                            attend_row(q, &ks[head.clone()], &vs[head], scale, visible, p, out);
+                        })
+                })
+            })
+        } else {
+            // The queries straight from c_attn's output, blocks of them against the cache.
+            let qs = Strides {
+                batch: t * 3 * e,
+                head: d,
+                row: 3 * e,
+            };
+            let shape = (b, h, t, len, d, cap);
+            with_f32(kbuf, |ks| {
+                with_f32(vbuf, |vs| {
+                    attend_prompt(qkv, qs, ks, vs, mask, shape, scale, &mut s.att)
+                })
+            })
+        };
+        attended.flatten().ok_or_else(not_f32)?;
+
+        conv1d(&self.attn.c_proj, &s.att, rows, &mut s.proj)?;
+        add(x, &s.proj, e);
+
+        norm(&self.ln_2, x, &mut s.ln)?;
+        conv1d(&self.mlp.c_fc, &s.ln, rows, &mut s.hidden)?;
+        let act = &self.mlp.act;
+        by_rows(&mut s.hidden, inner, |_, hs| act.apply_in_place(hs));
+        conv1d(&self.mlp.c_proj, &s.hidden, rows, &mut s.proj)?;
+        add(x, &s.proj, e);
+        cache.scratch = s;
+        Ok(())
+    }
+}
