@@ -219,8 +219,11 @@ pub(crate) fn attend_prompt(
             let qb = &q[q0..q0 + (rows - 1) * qs.row + d];
             let (kh, vh) = (&k[bh * cap * d..][..len * d], &v[bh * cap * d..][..len * d]);
             let keys = padding.map(|m| &m[bi][..]);
-            scores.clear();
-            scores.resize(rows * len, 0.0);
+            // Every score is written by the product: grown, never cleared.
+            if scores.len() < rows * len {
+                scores.resize(rows * len, 0.0);
+            }
+            let scores = &mut scores[..rows * len];
             // SAFETY: the slices hold the [rows, d] (row stride qs.row), [len, d] and [rows, len]
             // matrices the strides describe.
             unsafe {
@@ -249,9 +252,10 @@ pub(crate) fn attend_prompt(
             let mut blind = Vec::new();
             for (r, p) in scores.chunks_exact_mut(len.max(1)).enumerate() {
                 let i = i0 + r;
-                // Hidden keys to -inf (exp gives exactly 0): past this row's position, and
-                // padding.
-                p[past + i + 1..].fill(f32::NEG_INFINITY);
+                // Keys past this row's position get probability 0; padding keys -inf (exp
+                // gives exactly 0).
+                let (p, future) = p.split_at_mut(past + i + 1);
+                future.fill(0.0);
                 if let Some(m) = keys {
                     for (x, &mk) in p.iter_mut().zip(m) {
                         if mk == 0 {

@@ -12,21 +12,30 @@ use rayon::prelude::*;
 use super::attention::{attend_prompt, attend_row, Strides};
 use super::cache::Cache;
 use super::gpt2::{Block, LayerNorm};
-use super::matvec::with_f32;
+use super::matvec::{lanes, with_f32, with_simd};
 use crate::error::{Error, Result};
 
 /// LayerNorm over the last dimension of `x` (rows of `n`), in two passes (mean, then the
-/// centred variance) as PyTorch's CPU kernel computes it.
+/// centred variance) as PyTorch's CPU kernel computes it; both sums in sixteen lanes, which
+/// vectorise (a running sum is a chain of dependent adds: 3% of a 512-token prompt).
 pub(crate) fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
-    for (src, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        let mean = src.iter().sum::<f32>() / n as f32;
-        let var = src.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
-        let inv_std = 1.0 / (var + eps).sqrt();
-        for (((d, s), g), bb) in dst.iter_mut().zip(src).zip(w).zip(b) {
-            *d = (s - mean) * inv_std * g + bb;
-        }
-    }
+    with_simd(
+        #[inline(always)]
+        || {
+            for (src, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+                let mean = lanes(src, 0.0, |a, b| a + b) / n as f32;
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = (s - mean) * (s - mean);
+                }
+                let var = lanes(dst, 0.0, |a, b| a + b) / n as f32;
+                let inv_std = 1.0 / (var + eps).sqrt();
+                for (((d, s), g), bb) in dst.iter_mut().zip(src).zip(w).zip(b) {
+                    *d = (s - mean) * inv_std * g + bb;
+                }
+            }
+        },
+    )
 }
 
 /// Rows per task of the element-wise loops (layer norms, residual adds, the activation): a
