@@ -619,8 +619,10 @@ pub(crate) struct QuantizedRows {
     pub q: Vec<i8>,
     /// `[m, groups]`: each group's scale.
     pub d: Vec<f32>,
-    /// `[m, groups]`: each group's sum of integers (what the unsigned weights' offset adds).
-    pub sum: Vec<i32>,
+    /// `[m, groups]`: where each group's integer sum starts, `-offset * sum(q)`, undoing the
+    /// unsigned weights' offset (kept ready in memory: the kernels broadcast it straight from
+    /// there instead of through a general register).
+    pub start: Vec<i32>,
     pub groups: usize,
 }
 
@@ -629,33 +631,35 @@ impl QuantizedRows {
         QuantizedRows {
             q: Vec::new(),
             d: Vec::new(),
-            sum: Vec::new(),
+            start: Vec::new(),
             groups: 0,
         }
     }
 }
 
-pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize) -> QuantizedRows {
+/// `x` (`[m, k]`) quantized for a product with weights stored `offset` above their signed
+/// values ([`QuantKind::offset`]).
+pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, offset: i32) -> QuantizedRows {
     let mut rows = QuantizedRows::new();
-    quantize_rows_into(x, m, k, &mut rows);
+    quantize_rows_into(x, m, k, offset, &mut rows);
     rows
 }
 
-/// One input row's share of [`QuantizedRows`], numbered: (row, ((q, d), sum)).
+/// One input row's share of [`QuantizedRows`], numbered: (row, ((q, d), start)).
 type RowParts<'a> = (usize, ((&'a mut [i8], &'a mut [f32]), &'a mut [i32]));
 
 /// [`quantize_rows`] into reused buffers; a prompt's many rows across cores.
-fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
+fn quantize_rows_into(x: &[f32], m: usize, k: usize, offset: i32, out: &mut QuantizedRows) {
     let groups = k.div_ceil(GROUP);
     out.groups = groups;
     out.q.clear();
     out.q.resize(m * groups * GROUP, 0);
     out.d.clear();
     out.d.resize(m * groups, 0.0);
-    out.sum.clear();
-    out.sum.resize(m * groups, 0);
+    out.start.clear();
+    out.start.resize(m * groups, 0);
     // The widest vectors present: a 512-token prompt spent 8% of its time here at 128-bit.
-    let row = |(r, ((q, d), sum)): RowParts| {
+    let row = |(r, ((q, d), start)): RowParts| {
         with_simd(
             #[inline(always)]
             || {
@@ -664,10 +668,12 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
                     let src = &x[r * k + i0..r * k + i1];
                     let q = &mut q[g * GROUP..][..src.len()];
                     // A whole group's length known here, so its loops unroll into vectors.
-                    (d[g], sum[g]) = match <&[f32; GROUP]>::try_from(src) {
+                    let sum;
+                    (d[g], sum) = match <&[f32; GROUP]>::try_from(src) {
                         Ok(whole) => quantize_input_group(whole, q),
                         Err(_) => quantize_input_group(src, q),
                     };
+                    start[g] = -offset * sum;
                 }
             },
         )
@@ -677,14 +683,14 @@ fn quantize_rows_into(x: &[f32], m: usize, k: usize, out: &mut QuantizedRows) {
         out.q
             .par_chunks_mut(size * GROUP)
             .zip(out.d.par_chunks_mut(size))
-            .zip(out.sum.par_chunks_mut(size))
+            .zip(out.start.par_chunks_mut(size))
             .enumerate()
             .for_each(row);
     } else {
         out.q
             .chunks_mut(size * GROUP)
             .zip(out.d.chunks_mut(size))
-            .zip(out.sum.chunks_mut(size))
+            .zip(out.start.chunks_mut(size))
             .enumerate()
             .for_each(row);
     }
@@ -777,7 +783,7 @@ fn dot_reference(xq: &QuantizedRows, r: usize, w: &QMatrix, j: usize) -> f32 {
 /// `y = x @ w^T (+ bias)` with x's rows quantized as the fast kernels quantize them, one
 /// element at a time: the reference the kernels are tested against.
 pub fn qlinear_reference(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: &mut [f32]) {
-    let xq = quantize_rows(x, m, w.k);
+    let xq = quantize_rows(x, m, w.k, w.kind.offset());
     for r in 0..m {
         for j in 0..w.n {
             y[r * w.n + j] = dot_reference(&xq, r, w, j) + bias.map_or(0.0, |b| b[j]);
@@ -791,11 +797,14 @@ pub fn qlinear_into(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: &
     assert_eq!(x.len(), m * w.k, "x must be [m, k]");
     INPUTS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut xq) => {
-            quantize_rows_into(x, m, w.k, &mut xq);
+            quantize_rows_into(x, m, w.k, w.kind.offset(), &mut xq);
             qlinear_with(Simd::detect(), &xq, m, w, bias, y)
         }
         // Re-entered on this thread (a product inside a product's task): fresh buffers.
-        Err(_) => qlinear_with(Simd::detect(), &quantize_rows(x, m, w.k), m, w, bias, y),
+        Err(_) => {
+            let xq = quantize_rows(x, m, w.k, w.kind.offset());
+            qlinear_with(Simd::detect(), &xq, m, w, bias, y)
+        }
     })
 }
 
@@ -1008,7 +1017,7 @@ mod x86 {
         b: usize,
     ) -> [[__m512; C]; R] {
         let groups = xq.groups;
-        let (bgb, offset) = (w.kind.block_group_bytes(), w.kind.offset());
+        let bgb = w.kind.block_group_bytes();
         let data = w.packed().as_ptr();
         let scales = w.packed_scales().as_ptr();
         let nibble = _mm512_set1_epi8(0x0f);
@@ -1016,8 +1025,8 @@ mod x86 {
         for g in 0..groups {
             let mut ai = [[_mm512_setzero_si512(); C]; R];
             for (r, row) in ai.iter_mut().enumerate() {
-                let s = *xq.sum.get_unchecked((r0 + r) * groups + g);
-                *row = [_mm512_set1_epi32(-offset * s); C];
+                let start = xq.start.as_ptr().add((r0 + r) * groups + g);
+                *row = [_mm512_set1_epi32(std::ptr::read(start)); C];
             }
             let wp: [*const u8; C] =
                 std::array::from_fn(|c| data.add(((b + c) * groups + g) * bgb));
@@ -1131,8 +1140,8 @@ mod x86 {
             let mut ai = [[_mm256_setzero_si256(); C]; R];
             if Q4 {
                 for (r, row) in ai.iter_mut().enumerate() {
-                    let s = *xq.sum.get_unchecked((r0 + r) * groups + g);
-                    *row = [_mm256_set1_epi32(-w.kind.offset() * s); C];
+                    let start = *xq.start.get_unchecked((r0 + r) * groups + g);
+                    *row = [_mm256_set1_epi32(start); C];
                 }
             }
             let wp: [*const u8; C] = std::array::from_fn(|c| {
@@ -1409,7 +1418,7 @@ mod tests {
                 assert!(max_rel(&got, &want) < 1e-5, "{kind:?} {m}x{k}x{n}");
                 // Each instruction set this CPU has (the portable kernel included), whichever
                 // qlinear_into picked.
-                let xq = quantize_rows(&x, m, k);
+                let xq = quantize_rows(&x, m, k, kind.offset());
                 for simd in Simd::available() {
                     let mut got = vec![f32::NAN; m * n];
                     qlinear_with(simd, &xq, m, &w, Some(&b), &mut got);
@@ -1435,7 +1444,7 @@ mod tests {
                 .collect();
             let mut want = vec![0f32; m * n];
             qlinear_reference(&x, m, &w, None, &mut want);
-            let xq = quantize_rows(&x, m, k);
+            let xq = quantize_rows(&x, m, k, kind.offset());
             for simd in Simd::available() {
                 let mut got = vec![0f32; m * n];
                 qlinear_with(simd, &xq, m, &w, None, &mut got);
