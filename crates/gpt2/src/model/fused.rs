@@ -109,20 +109,19 @@ impl Block {
         // The rows live in the cache's scratch: a decoding step allocates nothing once warm.
         let mut s = std::mem::take(&mut cache.scratch);
         let fit = |v: &mut Vec<f32>, n: usize| v.resize(n, 0.0);
-        fit(&mut s.ln, rows * e);
-        fit(&mut s.qkv, rows * 3 * e);
-        fit(&mut s.att, rows * e);
+        fit(&mut s.rows, rows * e);
+        fit(&mut s.wide, rows * (3 * e).max(inner));
         fit(&mut s.proj, rows * e);
-        fit(&mut s.hidden, rows * inner);
 
-        norm(&self.ln_1, x, &mut s.ln)?;
-        conv1d(&self.attn.c_attn, &s.ln, rows, &mut s.qkv)?;
+        norm(&self.ln_1, x, &mut s.rows)?;
+        let qkv = &mut s.wide[..rows * 3 * e];
+        conv1d(&self.attn.c_attn, &s.rows, rows, qkv)?;
         // These positions' keys and values, written into the cache in place.
-        cache.write_rows(layer, (b, t, h, d), &s.qkv, 3 * e, (e, 2 * e))?;
+        cache.write_rows(layer, (b, t, h, d), qkv, 3 * e, (e, 2 * e))?;
         let (kbuf, vbuf, len) = cache.buffers(layer).expect("just written");
         let cap = kbuf.dims()[2];
         let scale = self.attn.scaling as f32;
-        let qkv = &s.qkv;
+        let (qkv, att) = (&*qkv, &mut s.rows);
         let attended = if t == 1 {
             // One query per (row, head): a task each, the scores in the scratch, which has room
             // for every position the cache holds so it grows with the cache, not each step.
@@ -132,8 +131,7 @@ impl Block {
             fit(&mut s.scores, b * h * len);
             with_f32(kbuf, |ks| {
                 with_f32(vbuf, |vs| {
-                    s.att
-                        .par_chunks_mut(d)
+                    att.par_chunks_mut(d)
                         .zip(s.scores.par_chunks_mut(len.max(1)))
                         .enumerate()
                         .for_each(|(rh, (out, p))| {
@@ -156,20 +154,21 @@ impl Block {
             let shape = (b, h, t, len, d, cap);
             with_f32(kbuf, |ks| {
                 with_f32(vbuf, |vs| {
-                    attend_prompt(qkv, qs, ks, vs, mask, shape, scale, &mut s.att)
+                    attend_prompt(qkv, qs, ks, vs, mask, shape, scale, att)
                 })
             })
         };
         attended.flatten().ok_or_else(not_f32)?;
 
-        conv1d(&self.attn.c_proj, &s.att, rows, &mut s.proj)?;
+        conv1d(&self.attn.c_proj, &s.rows, rows, &mut s.proj)?;
         add(x, &s.proj, e);
 
-        norm(&self.ln_2, x, &mut s.ln)?;
-        conv1d(&self.mlp.c_fc, &s.ln, rows, &mut s.hidden)?;
+        norm(&self.ln_2, x, &mut s.rows)?;
+        let hidden = &mut s.wide[..rows * inner];
+        conv1d(&self.mlp.c_fc, &s.rows, rows, hidden)?;
         let act = &self.mlp.act;
-        by_rows(&mut s.hidden, inner, |_, hs| act.apply_in_place(hs));
-        conv1d(&self.mlp.c_proj, &s.hidden, rows, &mut s.proj)?;
+        by_rows(hidden, inner, |_, hs| act.apply_in_place(hs));
+        conv1d(&self.mlp.c_proj, hidden, rows, &mut s.proj)?;
         add(x, &s.proj, e);
         cache.scratch = s;
         Ok(())
