@@ -114,17 +114,31 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
 }
 
 /// `p` softmaxed in place (-inf entries to exactly 0); false, untouched after the max, when every
-/// entry is -inf.
+/// entry is -inf. The exponentials and their sum in one pass of sixteen lanes; the maximum by
+/// plain comparison (one vmaxps: f32::max's NaN rule costs two more instructions a vector, and
+/// a NaN score makes the row NaN either way).
 fn softmax(p: &mut [f32]) -> bool {
     with_simd(
         #[inline(always)]
         || {
-            let max = lanes(p, f32::NEG_INFINITY, f32::max);
+            let max = lanes(p, f32::NEG_INFINITY, |a, b| if a > b { a } else { b });
             if max == f32::NEG_INFINITY {
                 return false;
             }
-            p.iter_mut().for_each(|x| *x = exp_fast(*x - max));
-            let inv = 1.0 / lanes(p, 0.0, |a, b| a + b);
+            let mut acc = [0f32; 16];
+            let mut chunks = p.chunks_exact_mut(16);
+            for c in &mut chunks {
+                for l in 0..16 {
+                    c[l] = exp_fast(c[l] - max);
+                    acc[l] += c[l];
+                }
+            }
+            let mut sum = 0f32;
+            for x in chunks.into_remainder() {
+                *x = exp_fast(*x - max);
+                sum += *x;
+            }
+            let inv = 1.0 / acc.iter().fold(sum, |a, b| a + b);
             p.iter_mut().for_each(|x| *x *= inv);
             true
         },
@@ -252,10 +266,14 @@ pub(crate) fn attend_prompt(
             let mut blind = Vec::new();
             for (r, p) in scores.chunks_exact_mut(len.max(1)).enumerate() {
                 let i = i0 + r;
-                // Keys past this row's position get probability 0; padding keys -inf (exp
-                // gives exactly 0).
-                let (p, future) = p.split_at_mut(past + i + 1);
+                // Keys past this row's position get probability 0: set to 0 from the next
+                // multiple of 16 on, and to -inf (exp gives exactly 0) before it, so the softmax
+                // runs whole vectors (a ragged tail costs a third of it, one value at a time).
+                // Padding keys -inf too.
+                let seen = past + i + 1;
+                let (p, future) = p.split_at_mut(seen.next_multiple_of(16).min(len));
                 future.fill(0.0);
+                p[seen..].fill(f32::NEG_INFINITY);
                 if let Some(m) = keys {
                     for (x, &mk) in p.iter_mut().zip(m) {
                         if mk == 0 {
