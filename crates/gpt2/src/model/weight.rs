@@ -292,14 +292,10 @@ impl Weight {
                     bias: Option<&[f32]>,
                     y: &mut [f32],
                 ) -> Option<()> {
-                    with_slice::<W, _>(t, |w| matvec::linear_into(x, m, w, n, bias, y))
-                }
-                if m > MAX_ROWS {
-                    return match t.dtype() {
-                        DType::F32 => with_f32(t, |w| matvec::gemm_into(x, m, w, n, bias, y)),
-                        _ => with_f32(&self.to_f32()?, |w| matvec::gemm_into(x, m, w, n, bias, y)),
-                    }
-                    .ok_or_else(|| Error::Input("weights must be contiguous CPU tensors".into()));
+                    with_slice::<W, _>(t, |w| match m > MAX_ROWS {
+                        true => matvec::gemm_into(x, m, w, n, bias, y),
+                        false => matvec::linear_into(x, m, w, n, bias, y),
+                    })
                 }
                 match t.dtype() {
                     DType::F32 => go::<f32>(t, x, m, n, bias, y),
@@ -355,8 +351,9 @@ mod tests {
             / scale
     }
 
-    /// Both routes of `linear` (streaming kernels up to MAX_ROWS, candle's matmul beyond) give
-    /// the product with the matrix the weight stands for, in every format.
+    /// Both routes of `linear` (streaming kernels up to MAX_ROWS, blocked products beyond) give
+    /// the product with the matrix the weight stands for, in every format, against candle's
+    /// matmul.
     #[test]
     fn linear_is_the_product_with_the_stored_matrix() {
         let (n, k) = (70, 96);
@@ -382,6 +379,15 @@ mod tests {
                 let err = max_rel(&weight.linear(&x, None).unwrap(), &product);
                 assert!(err < tol, "{format:?} m={m}, no bias: {err}");
             }
+            // Many outputs: the blocked product's column blocks across cores, the last one short.
+            let (wide_n, wide_k) = (300, 40);
+            let wide = Weight::from_tensor(random((wide_n, wide_k), 4), format).unwrap();
+            let wide_b = random((1, wide_n), 5).flatten_all().unwrap();
+            let x = random((MAX_ROWS + 7, wide_k), 6);
+            let product = x.matmul(&wide.to_f32().unwrap().t().unwrap()).unwrap();
+            let got = wide.linear(&x, Some(&wide_b)).unwrap();
+            let err = max_rel(&got, &product.broadcast_add(&wide_b).unwrap());
+            assert!(err < tol, "{format:?} [{wide_n}, {wide_k}]: {err}");
             // Embedding rows are the matrix's rows.
             let ids = Tensor::new(&[3u32, 0, 69], &Device::Cpu).unwrap();
             let rows = weight.rows(&ids).unwrap();
