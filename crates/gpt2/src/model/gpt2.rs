@@ -483,8 +483,8 @@ impl Gpt2Model {
                     cache.forget(i);
                 }
             }
-            // A prompt's working rows are large; a decoding step's are kept for the next.
-            if b * t > super::matvec::MAX_ROWS {
+            // A long prompt's working rows are large; a decoding step's are kept for the next.
+            if t > 1 && b * t > super::matvec::MAX_ROWS {
                 cache.scratch = Default::default();
             }
             let hidden = self
