@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use super::matvec::{lanes, with_simd};
+use super::matvec::{lanes, with_simd, OutPtr};
 
 /// A dot product in eight partial sums, so it vectorises (a single running sum cannot be
 /// reordered, and would run one multiply-add per cycle).
@@ -168,21 +168,6 @@ pub(crate) fn split_heads(
 /// Query rows per task of a prompt's attention: a block of scores `[64, S]` and its products
 /// run as two small matrix products.
 const QUERY_BLOCK: usize = 64;
-
-/// Where the tasks write the output: disjoint (row, head) slices of `[B, T, H * D]`.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each task writes only its own query rows of its own head (see attend_prompt).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// # Safety
-    /// `offset` must lie in the output, and the caller's task own what it writes there.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
-    }
-}
 
 /// Where a prompt's query rows lie in their buffer: element `l` of query row `i` of head `hd` in
 /// batch row `bi` is at `bi * batch + hd * head + i * row + l`. `[B, H, T, D]` heads and the

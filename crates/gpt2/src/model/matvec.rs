@@ -132,7 +132,9 @@ pub fn linear_reference<W: Element>(
     }
 }
 
-/// What [`linear_reference`] computes, fast.
+/// What [`linear_reference`] computes, fast, for any number of rows: up to [`MAX_ROWS`] the
+/// streaming kernels (the matrix read once per call), beyond them the blocked product
+/// ([`gemm_into`]).
 pub fn linear_into<W: Element>(
     x: &[f32],
     m: usize,
@@ -144,6 +146,10 @@ pub fn linear_into<W: Element>(
     assert!(m > 0 && x.len().is_multiple_of(m), "x must be m rows");
     let k = x.len() / m;
     assert_eq!(w.len(), n * k, "w must be [n, k]");
+    assert_eq!(y.len(), m * n, "y must be [m, n]");
+    if m > MAX_ROWS {
+        return gemm_into(x, m, k, w, n, bias, y);
+    }
     let simd = Simd::detect();
     let row_bytes = k * std::mem::size_of::<W>();
     drive(m, n, row_bytes, bias, y, |j0, out, stride| {
@@ -152,31 +158,25 @@ pub fn linear_into<W: Element>(
     });
 }
 
-/// What [`linear_reference`] computes for many rows (w `[n, k]`): the blocked product candle's
-/// matmul runs (the `gemm` crate), on the slices, so the result lands in `y` with the bias
-/// already there. Blocks of [`GEMM_COLUMNS`] outputs across cores, each task its own product
-/// packing only its own rows of w (f16 / bf16 rows widened to f32 first, a block at a time):
-/// gemm's own threading measured 84 -> 112 G MAC/s at 128 rows of gpt2's products, 130 -> 143 at
-/// 512. Past [`MAX_ROWS`] rows this beats streaming the matrix once per call.
-pub(crate) fn gemm_into<W: Element>(
+/// The blocked product candle's matmul runs (the `gemm` crate), on the slices, so the result
+/// lands in `y` with the bias already there. Blocks of [`GEMM_COLUMNS`] outputs across cores,
+/// each task its own product packing only its own rows of w (f16 / bf16 rows widened to f32
+/// first, a block at a time): gemm's own threading measured 84 -> 112 G MAC/s at 128 rows of
+/// gpt2's products, 130 -> 143 at 512.
+fn gemm_into<W: Element>(
     x: &[f32],
     m: usize,
+    k: usize,
     w: &[W],
     n: usize,
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    assert!(m > 0 && x.len().is_multiple_of(m), "x must be m rows");
-    let k = x.len() / m;
-    assert!(
-        w.len() == n * k && y.len() == m * n,
-        "w must be [n, k] and y [m, n]"
-    );
     if let Some(b) = bias {
         y.par_chunks_mut(n.max(1))
             .for_each(|row| row.copy_from_slice(b));
     }
-    let out = OutF32(y.as_mut_ptr());
+    let out = OutPtr(y.as_mut_ptr());
     let simd = Simd::detect();
     (0..n.div_ceil(GEMM_COLUMNS))
         .into_par_iter()
@@ -223,17 +223,18 @@ pub(crate) fn gemm_into<W: Element>(
 /// Outputs per task of [`gemm_into`] (96 to 192 measured alike).
 const GEMM_COLUMNS: usize = 128;
 
-/// Where [`gemm_into`]'s tasks write: disjoint column blocks of y.
+/// An output buffer that parallel tasks write through, each only its own disjoint part
+/// (gemm_into's column blocks, attention's query rows of one head).
 #[derive(Clone, Copy)]
-struct OutF32(*mut f32);
-// SAFETY: each task writes only its own columns (see gemm_into).
-unsafe impl Send for OutF32 {}
-unsafe impl Sync for OutF32 {}
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: the tasks sharing one write disjoint elements (see its users).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
 
-impl OutF32 {
+impl OutPtr {
     /// # Safety
-    /// `offset` must lie in y.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    /// `offset` must lie in the buffer, and the calling task own what it writes there.
+    pub(crate) unsafe fn at(self, offset: usize) -> *mut f32 {
         self.0.add(offset)
     }
 }

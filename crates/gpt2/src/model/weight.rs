@@ -8,7 +8,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Storage, Tensor};
 use half::{bf16, f16};
 
-use super::matvec::{self, with_f32, Element, MAX_ROWS};
+use super::matvec::{self, with_f32, Element};
 use super::quant::{qlinear_into, QMatrix, QuantKind};
 use crate::error::{Error, Result};
 
@@ -271,7 +271,7 @@ impl Weight {
     }
 
     /// `y = x @ W^T (+ bias)` on slices: x `[m, k]`, y `[m, n]`, any m. Float matrices take the
-    /// streaming kernels (the matrix read once per call) up to [`MAX_ROWS`] rows and the blocked
+    /// streaming kernels (the matrix read once per call) up to [`matvec::MAX_ROWS`] rows and the blocked
     /// f32 product beyond (f16 / bf16 widened to f32 for the call); quantized ones take the
     /// integer kernels for any number of rows (a prompt's rows run as tiles over each block).
     pub fn linear_into(
@@ -292,10 +292,7 @@ impl Weight {
                     bias: Option<&[f32]>,
                     y: &mut [f32],
                 ) -> Option<()> {
-                    with_slice::<W, _>(t, |w| match m > MAX_ROWS {
-                        true => matvec::gemm_into(x, m, w, n, bias, y),
-                        false => matvec::linear_into(x, m, w, n, bias, y),
-                    })
+                    with_slice::<W, _>(t, |w| matvec::linear_into(x, m, w, n, bias, y))
                 }
                 match t.dtype() {
                     DType::F32 => go::<f32>(t, x, m, n, bias, y),
@@ -335,6 +332,7 @@ impl Weight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::matvec::MAX_ROWS;
 
     fn random(shape: (usize, usize), seed: u64) -> Tensor {
         let v = crate::model::test_util::random(shape.0 * shape.1, seed);
