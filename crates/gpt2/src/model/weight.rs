@@ -270,10 +270,10 @@ impl Weight {
         }
     }
 
-    /// `y = x @ W^T (+ bias)` on slices: x `[m, k]`, y `[m, n]`, any m. Float matrices take the
-    /// streaming kernels (the matrix read once per call) up to [`matvec::MAX_ROWS`] rows and the blocked
-    /// f32 product beyond (f16 / bf16 widened to f32 for the call); quantized ones take the
-    /// integer kernels for any number of rows (a prompt's rows run as tiles over each block).
+    /// `y = x @ W^T (+ bias)` on slices: x `[m, k]`, y `[m, n]`, any m. Float matrices take
+    /// [`matvec::linear_into`] (streaming kernels for a few rows, the blocked f32 product for
+    /// many); quantized ones the integer kernels for any number of rows (a prompt's rows run as
+    /// tiles over each block).
     pub fn linear_into(
         &self,
         x: &[f32],
