@@ -11,8 +11,9 @@
 use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
-/// Up to this many rows take the fast path; beyond it candle's blocked matmul wins (measured
-/// on gpt2 shapes: 16 rows 48 ms against 65, 32 rows 76 against 92, 64 rows about even).
+/// The most rows the streaming kernels take (beyond, the blocked product always wins; each
+/// float type's own cut-over is [`Element::BLOCKED_FROM`]). Also what counts as a few rows
+/// elsewhere: a fused forward of more keeps no working rows after it.
 pub const MAX_ROWS: usize = 32;
 
 /// A weight element the float kernels read: f32, or f16 / bf16 widened to f32 as it is loaded
@@ -20,6 +21,10 @@ pub const MAX_ROWS: usize = 32;
 pub trait Element: Copy + Send + Sync + 'static {
     /// Whether the 512-bit tiles run this type where the CPU has them (measured per type).
     const WIDE_TILES: bool;
+    /// From how many rows the blocked product beats streaming the matrix (capped at
+    /// [`MAX_ROWS`] + 1). f16 / bf16, gpt2's products: 28 rows streamed 73 ms against 75
+    /// blocked, 32 rows 84 against 79.
+    const BLOCKED_FROM: usize = 32;
     fn to_f32(self) -> f32;
     /// `s` itself, where it is f32 already (nothing to widen).
     fn as_f32(s: &[Self]) -> Option<&[f32]> {
@@ -45,6 +50,8 @@ pub trait Element: Copy + Send + Sync + 'static {
 impl Element for f32 {
     /// One thread: 29-30 -> 31 steps/s of gpt2's products.
     const WIDE_TILES: bool = true;
+    /// 16 rows streamed 52 ms against 56 blocked, 24 rows 76 against 63.
+    const BLOCKED_FROM: usize = 20;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -132,9 +139,9 @@ pub fn linear_reference<W: Element>(
     }
 }
 
-/// What [`linear_reference`] computes, fast, for any number of rows: up to [`MAX_ROWS`] the
-/// streaming kernels (the matrix read once per call), beyond them the blocked product
-/// ([`gemm_into`]).
+/// What [`linear_reference`] computes, fast, for any number of rows: a few rows through the
+/// streaming kernels (the matrix read once per call), from [`Element::BLOCKED_FROM`] rows on
+/// the blocked product ([`gemm_into`]).
 pub fn linear_into<W: Element>(
     x: &[f32],
     m: usize,
@@ -147,7 +154,7 @@ pub fn linear_into<W: Element>(
     let k = x.len() / m;
     assert_eq!(w.len(), n * k, "w must be [n, k]");
     assert_eq!(y.len(), m * n, "y must be [m, n]");
-    if m > MAX_ROWS {
+    if m >= W::BLOCKED_FROM.min(MAX_ROWS + 1) {
         return gemm_into(x, m, k, w, n, bias, y);
     }
     let simd = Simd::detect();
