@@ -141,7 +141,7 @@ pub fn linear_reference<W: Element>(
 
 /// What [`linear_reference`] computes, fast, for any number of rows: a few rows through the
 /// streaming kernels (the matrix read once per call), from [`Element::BLOCKED_FROM`] rows on
-/// the blocked product ([`gemm_into`]).
+/// the blocked product (`gemm_into`).
 pub fn linear_into<W: Element>(
     x: &[f32],
     m: usize,
