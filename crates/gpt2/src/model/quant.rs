@@ -573,10 +573,13 @@ fn bounds(kind: QuantKind) -> (f32, f32, i32) {
     (lo, hi, kind.offset())
 }
 
-/// One block's group from a tile of its 16 lanes' values (`tile[c][lane]`, a Conv1D weight's
-/// layout): the same integers and scales as [`quantize_group`] on each lane's row, with the
-/// arithmetic running down the lanes (16 wide) instead of along a row. Lanes from `lanes` on
-/// are left as they are (a last block's rows past the matrix stay zero).
+/// One block's group from a tile of its 16 lanes' values (`tile[c][lane]`): the same integers
+/// and scales as [`quantize_group`] and [`scatter`] on each lane's row (the plain reference,
+/// tested against this), with every step running down the 16 lanes as one vector: the
+/// magnitudes, the scales (converted to f16 and back together), the rounding, and the packing,
+/// which builds each lane's four bytes as one 32-bit word (a byte-by-byte scatter of the
+/// lanes was a third of quantizing at load). Lanes from `lanes` on are written as zero (a last
+/// block's rows past the matrix), their scales left as they are.
 #[inline(always)]
 fn quantize_lanes(
     kind: QuantKind,
@@ -585,31 +588,67 @@ fn quantize_lanes(
     block_group: &mut [u8],
     scales: &mut [f16],
 ) {
+    use half::slice::HalfFloatSliceExt;
     let mut amax = [0f32; BLOCK_ROWS];
     for t in tile {
         for (a, &v) in amax.iter_mut().zip(t) {
             *a = larger(*a, magnitude(v));
         }
     }
-    let mut inv = [0f32; BLOCK_ROWS];
-    for l in 0..lanes {
-        let first = || {
-            tile.iter()
-                .map(|t| t[l])
-                .find(|v| v.abs() == amax[l])
-                .unwrap_or(0.0)
-        };
-        (scales[l], inv[l]) = scale(kind, amax[l], first);
-    }
-    let (lo, hi, offset) = bounds(kind);
-    let mut u = [[0u8; BLOCK_ROWS]; GROUP];
-    for (q, t) in u.iter_mut().zip(tile) {
-        for l in 0..BLOCK_ROWS {
-            q[l] = (round_to_int((t[l] * inv[l]).clamp(lo, hi)) + offset) as u8;
+    // What each scale stands for (see [`scale`]): q4's is the first value of largest
+    // magnitude, found by letting earlier rows overwrite later ones.
+    let mut d = [0f32; BLOCK_ROWS];
+    match kind {
+        QuantKind::Q8 => {
+            for (d, a) in d.iter_mut().zip(&amax) {
+                *d = a / 127.0;
+            }
+        }
+        QuantKind::Q4 => {
+            let mut first = [0f32; BLOCK_ROWS];
+            for t in tile.iter().rev() {
+                for l in 0..BLOCK_ROWS {
+                    first[l] = if t[l].abs() == amax[l] { t[l] } else { first[l] };
+                }
+            }
+            for (d, f) in d.iter_mut().zip(&first) {
+                *d = f / -8.0;
+            }
         }
     }
-    for l in 0..lanes {
-        scatter(kind, l, &u.map(|by_lane| by_lane[l]), block_group);
+    let mut d16 = [f16::ZERO; BLOCK_ROWS];
+    d16.convert_from_f32_slice(&d);
+    d16.convert_to_f32_slice(&mut d);
+    scales[..lanes].copy_from_slice(&d16[..lanes]);
+    let mut inv = [0f32; BLOCK_ROWS];
+    for (i, &d) in inv.iter_mut().zip(&d) {
+        *i = if d != 0.0 { 1.0 / d } else { 0.0 };
+    }
+    // The low byte, as the reference's `as u8` keeps (all there is but for a NaN weight, whose
+    // rounding leaves bits above it), and nothing for lanes past the matrix.
+    let mask: [u32; BLOCK_ROWS] = std::array::from_fn(|l| if l < lanes { 0xff } else { 0 });
+    let (lo, hi, offset) = bounds(kind);
+    let mut q = [[0u32; BLOCK_ROWS]; GROUP];
+    for (q, t) in q.iter_mut().zip(tile) {
+        for l in 0..BLOCK_ROWS {
+            q[l] = (round_to_int((t[l] * inv[l]).clamp(lo, hi)) + offset) as u32 & mask[l];
+        }
+    }
+    // A lane's word holds columns 4c..4c+4 of its row, column 4c in the lowest byte ([`packed_at`]).
+    let quad = |c: usize, l: usize| {
+        q[4 * c][l] | q[4 * c + 1][l] << 8 | q[4 * c + 2][l] << 16 | q[4 * c + 3][l] << 24
+    };
+    for (w, out) in block_group.chunks_exact_mut(64).enumerate() {
+        let mut word = [0u32; BLOCK_ROWS];
+        for (l, v) in word.iter_mut().enumerate() {
+            *v = match kind {
+                QuantKind::Q8 => quad(w, l),
+                QuantKind::Q4 => quad(2 * w, l) | quad(2 * w + 1, l) << 4,
+            };
+        }
+        for (o, v) in out.chunks_exact_mut(4).zip(&word) {
+            o.copy_from_slice(&v.to_le_bytes());
+        }
     }
 }
 
@@ -1394,6 +1433,46 @@ mod tests {
             .fold(0f32, |a, v| a.max(v.abs()));
         assert_eq!(q.scale(3, 0), f16::from_f32(want / 127.0));
         assert!(quantize_transposed(QuantKind::Q8, &w, n, k) == q);
+    }
+
+    #[test]
+    fn both_layouts_agree_on_awkward_groups() {
+        // The row path quantizes a group at a time (the plain reference); the column path runs
+        // 16 lanes at once with its own scale search, rounding and packing. Groups of zeros and
+        // negative zeros (q4's scale keeps the sign of the first extreme), extremes of both
+        // signs tied (q4 takes the first), a NaN, tiny values (subnormal f16 scales), one value
+        // past f16's range, and a partial last block and group.
+        let (n, k) = (21, 70);
+        let mut w = random(n * k, 11);
+        w[..k].fill(0.0);
+        w[k..2 * k].fill(-0.0);
+        w[2 * k + 3] = 0.9;
+        w[2 * k + 7] = -0.9;
+        w[3 * k + 3] = -0.9;
+        w[3 * k + 7] = 0.9;
+        w[4 * k + 40] = f32::NAN;
+        for v in &mut w[5 * k..6 * k] {
+            *v *= 1e-6;
+        }
+        w[6 * k + 1] = 1e7;
+        for kind in [QuantKind::Q8, QuantKind::Q4] {
+            let q = QMatrix::quantize(kind, &w, n, k);
+            let t = quantize_transposed(kind, &w, n, k);
+            for j in 0..n {
+                let (mut a, mut b) = ([0u8; GROUP], [0u8; GROUP]);
+                for g in 0..q.groups_per_row() {
+                    q.unsigned_group(j, g, &mut a);
+                    t.unsigned_group(j, g, &mut b);
+                    assert_eq!(a, b, "{kind:?} row {j} group {g}");
+                }
+            }
+            assert!(t == q, "{kind:?}");
+            for j in 0..n {
+                for g in 0..q.groups_per_row() {
+                    assert_eq!(t.scale(j, g).to_bits(), q.scale(j, g).to_bits(), "{kind:?} {j} {g}");
+                }
+            }
+        }
     }
 
     #[test]

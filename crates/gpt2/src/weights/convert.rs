@@ -402,6 +402,23 @@ pub(super) fn read_rows_f32(
         column_major,
         by_row: s1 <= s0,
     };
+    // f32 read along runs that lie in order in both the source and `out` (a row-major matrix
+    // read by rows, a Conv1D weight's stored rows read as columns): whole runs copied, where the
+    // element walk was a fifth of quantizing gpt2 at load.
+    if slot.dtype == StoredDType::F32 && walk.by_row == !column_major {
+        let (runs, len, stride) = if walk.by_row { (n, cols, s1) } else { (cols, n, s0) };
+        if stride == 1 {
+            for (r, dst) in out.chunks_exact_mut(len.max(1)).take(runs).enumerate() {
+                let src = if walk.by_row { at(r, 0) } else { at(0, r) };
+                // SAFETY: the run's `len` values lie inside the view (the bound above); `dst`
+                // holds `len` f32s and cannot overlap the map.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr().cast::<u8>(), len * 4)
+                };
+            }
+            return Ok(());
+        }
+    }
     match slot.dtype {
         StoredDType::F32 => walk.run(out, prefetch, |i, c| unsafe {
             at(i, c).cast::<f32>().read_unaligned()
