@@ -14,17 +14,15 @@ use rayon::prelude::*;
 /// The most rows the streaming kernels take (beyond, the blocked product always wins; each
 /// float type's own cut-over is [`Element::BLOCKED_FROM`]). Also what counts as a few rows
 /// elsewhere: a fused forward of more keeps no working rows after it.
-pub const MAX_ROWS: usize = 32;
+pub const MAX_ROWS: usize = 48;
 
 /// A weight element the float kernels read: f32, or f16 / bf16 widened to f32 as it is loaded
 /// (so the arithmetic is f32 whatever the storage).
 pub trait Element: Copy + Send + Sync + 'static {
-    /// Whether the 512-bit tiles run this type where the CPU has them (measured per type).
-    const WIDE_TILES: bool;
     /// From how many rows the blocked product beats streaming the matrix (capped at
-    /// [`MAX_ROWS`] + 1). f16 / bf16, gpt2's products: 28 rows streamed 73 ms against 75
-    /// blocked, 32 rows 84 against 79.
-    const BLOCKED_FROM: usize = 32;
+    /// [`MAX_ROWS`] + 1). f16 / bf16, gpt2's products: 40 rows streamed 69 ms against 85
+    /// blocked, 48 rows 82 against 91, 64 rows 116 against 103.
+    const BLOCKED_FROM: usize = 49;
     fn to_f32(self) -> f32;
     /// `s` itself, where it is f32 already (nothing to widen).
     fn as_f32(s: &[Self]) -> Option<&[f32]> {
@@ -48,10 +46,9 @@ pub trait Element: Copy + Send + Sync + 'static {
 }
 
 impl Element for f32 {
-    /// One thread: 29-30 -> 31 steps/s of gpt2's products.
-    const WIDE_TILES: bool = true;
-    /// 16 rows streamed 52 ms against 56 blocked, 24 rows 76 against 63.
-    const BLOCKED_FROM: usize = 20;
+    /// gpt2's products: 24 rows streamed 52 ms against 62 blocked, 32 rows 66-69 against 68,
+    /// 40 rows 83 against 74.
+    const BLOCKED_FROM: usize = 33;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -72,9 +69,6 @@ impl Element for f32 {
 }
 
 impl Element for half::f16 {
-    /// Widening sixteen halves at once measured slower than eight (one thread, 50-53 -> 47-49
-    /// steps/s).
-    const WIDE_TILES: bool = false;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         half::f16::to_f32(self)
@@ -95,8 +89,6 @@ impl Element for half::f16 {
 }
 
 impl Element for half::bf16 {
-    /// As f16.
-    const WIDE_TILES: bool = false;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         half::bf16::to_f32(self)
@@ -159,10 +151,30 @@ pub fn linear_into<W: Element>(
     }
     let simd = Simd::detect();
     let row_bytes = k * std::mem::size_of::<W>();
-    drive(m, n, row_bytes, bias, y, |j0, out, stride| {
-        let nb = out.len() / stride;
-        simd.block(x, m, k, &w[j0 * k..(j0 + nb) * k], out, stride)
-    });
+    let run = |x: &[f32], y: &mut [f32]| {
+        drive(m, n, row_bytes, bias, y, |j0, out, stride| {
+            let nb = out.len() / stride;
+            simd.block(x, m, k, &w[j0 * k..(j0 + nb) * k], out, stride)
+        })
+    };
+    if m == 1 || (x.as_ptr() as usize).is_multiple_of(64) {
+        return run(x, y);
+    }
+    // Several rows are read once per weight vector each: copied to a 64-byte boundary first,
+    // so no load of them straddles two cache lines (16 rows of gpt2's products: 38 -> 36 ms).
+    ALIGNED.with(|cell| {
+        let mut fresh = Vec::new();
+        let mut held = cell.try_borrow_mut();
+        let buf = match held.as_deref_mut() {
+            Ok(buf) => buf,
+            // Re-entered on this thread: a buffer of its own.
+            Err(_) => &mut fresh,
+        };
+        buf.resize(x.len() + 16, 0.0);
+        let at = buf.as_ptr().align_offset(64).min(16);
+        buf[at..at + x.len()].copy_from_slice(x);
+        run(&buf[at..at + x.len()], y)
+    })
 }
 
 /// The blocked product candle's matmul runs (the `gemm` crate), on the slices, so the result
@@ -362,6 +374,8 @@ pub(crate) fn drive(
 }
 
 thread_local! {
+    /// Several-row inputs copied to a cache-line boundary ([`linear_into`]), reused likewise.
+    static ALIGNED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The `[outputs, m]` staging of several-row products, reused from one call to the next.
     static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -425,10 +439,7 @@ impl Simd {
             Simd::Avx2 => unsafe { avx2::block(x, m, k, w, out, stride) },
             // SAFETY: avx512f/vl/bw were detected besides.
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 if W::WIDE_TILES => unsafe { avx512::block(x, m, k, w, out, stride) },
-            // SAFETY: avx2, fma and f16c were detected.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => unsafe { avx2::block(x, m, k, w, out, stride) },
+            Simd::Avx512 => unsafe { avx512::block(x, m, k, w, out, stride) },
             Simd::Portable => portable::block(x, m, k, w, out, stride),
         }
     }
@@ -436,9 +447,11 @@ impl Simd {
 
 /// Tiles of J weight rows x R input rows. For one input row, four weight rows at once keep four
 /// independent sums in flight (a single chain waits on each fused multiply-add); for several
-/// input rows, each loaded weight vector serves every row of the tile.
+/// input rows, each loaded weight vector serves every row of the tile: up to `$most` rows, as
+/// many as the registers hold (8 in AVX-512's 32: two weight rows by eight input rows measured
+/// 28 -> 22 ms for gpt2's products at 8 rows, 48 -> 38 at 16, against four rows a tile).
 macro_rules! tiled_block {
-    ($tile:ident) => {
+    ($tile:ident, $most:literal) => {
         /// Dot products of the m rows of x with the weight rows of w, written to
         /// `out[j * stride + r]`.
         #[inline(always)]
@@ -456,7 +469,8 @@ macro_rules! tiled_block {
                 let rows = match m - r {
                     1 => 1,
                     2 | 3 => 2,
-                    _ => 4,
+                    4..=7 => 4,
+                    _ => $most,
                 };
                 let xr = &x[r * k..(r + rows) * k];
                 let mut j = 0;
@@ -483,7 +497,8 @@ macro_rules! tiled_block {
                 match rows {
                     1 => run!(4, 1),
                     2 => run!(4, 2),
-                    _ => run!(2, 4),
+                    4 => run!(2, 4),
+                    _ => run!(2, 8),
                 }
                 r += rows;
             }
@@ -587,12 +602,13 @@ mod avx2 {
         }
     }
 
-    tiled_block!(tile);
+    tiled_block!(tile, 4);
 }
 
 /// The AVX2 tiles on 512-bit registers: sixteen weights per load, half the instructions per
-/// byte streamed. `block` runs them for the types whose [`Element::WIDE_TILES`] says so (f32
-/// today); the tests run them for every type, so a type can be switched on a measurement.
+/// byte streamed, and twice the registers, so tiles of up to eight input rows. Every type runs
+/// them (f16 / bf16 widened sixteen at a time: one thread, 53 -> 57 steps/s of gpt2's
+/// products at one row, 23 -> 15 ms at 8 rows, against the AVX2 tiles).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{Element, PREFETCH_BYTES};
@@ -660,7 +676,7 @@ mod avx512 {
         }
     }
 
-    tiled_block!(tile);
+    tiled_block!(tile, 8);
 }
 
 mod portable {
@@ -704,7 +720,7 @@ mod portable {
         s
     }
 
-    tiled_block!(tile);
+    tiled_block!(tile, 4);
 
     pub(super) fn block<W: Element>(
         x: &[f32],
@@ -773,10 +789,16 @@ mod tests {
         a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
     }
 
-    const SHAPES: [(usize, usize, usize); 10] = [
+    /// Row counts cover every tile split (8 + 4 + 1, 8 + 8 + 4 + 2 + 1) and both sides of the
+    /// blocked product's cut-overs.
+    const SHAPES: [(usize, usize, usize); 14] = [
         (1, 768, 2304),
         (16, 768, 100),
         (MAX_ROWS, 33, 70),
+        (13, 40, 37),
+        (23, 96, 19),
+        (32, 17, 20),
+        (33, 50, 40),
         (1, 3072, 50),
         (2, 64, 300),
         (3, 100, 257),
@@ -794,9 +816,15 @@ mod tests {
                 let w: Vec<W> = random(n * k, 2).into_iter().map(convert).collect();
                 let mut want = vec![0f32; m * n];
                 linear_reference(&x, m, &w, n, Some(&b), &mut want);
-                let mut got = vec![0f32; m * n];
-                linear_into(&x, m, &w, n, Some(&b), &mut got);
-                assert!(max_rel(&got, &want) < 1e-5, "{what} {m}x{k}x{n}");
+                // Rows starting on a cache line and one element off it (copied to one first).
+                let mut shifted = vec![0f32; m * k + 16];
+                let at = shifted.as_ptr().align_offset(64).min(15);
+                for start in [at, at + 1] {
+                    shifted[start..start + m * k].copy_from_slice(&x);
+                    let mut got = vec![0f32; m * n];
+                    linear_into(&shifted[start..start + m * k], m, &w, n, Some(&b), &mut got);
+                    assert!(max_rel(&got, &want) < 1e-5, "{what} {m}x{k}x{n} at {start}");
+                }
                 type Kernel = Box<dyn Fn(&mut [f32])>;
                 let mut kernels: Vec<(String, Kernel)> = Vec::new();
                 for simd in Simd::available() {
@@ -804,16 +832,6 @@ mod tests {
                     kernels.push((
                         format!("{simd:?}"),
                         Box::new(move |t| simd.block(&x, m, k, &w, t, m)),
-                    ));
-                }
-                // The 512-bit tile in every element type, whether or not `block` picks it.
-                #[cfg(target_arch = "x86_64")]
-                if Simd::available().contains(&Simd::Avx512) {
-                    let (x, w) = (x.clone(), w.clone());
-                    kernels.push((
-                        "avx512 tile".into(),
-                        // SAFETY: avx512f/vl/bw were detected.
-                        Box::new(move |t| unsafe { avx512::block(&x, m, k, &w, t, m) }),
                     ));
                 }
                 for (simd, kernel) in &kernels {
