@@ -245,10 +245,21 @@ fn fill<T: WithDType>(slot: &Slot, bytes: &[u8], dst: &mut [MaybeUninit<T>]) -> 
                 })?;
         } else {
             const CHUNK: usize = 1 << 16;
-            dst.par_chunks_mut(CHUNK).enumerate().for_each(|(t, out)| {
-                let staging: Vec<f32> = (0..out.len()).map(|j| read(t * CHUNK + j)).collect();
-                convert_slice(&staging, out);
-            });
+            // SAFETY: any bit pattern is an f32; align_to keeps only whole aligned values.
+            let (head, floats, _) = unsafe { data.align_to::<f32>() };
+            if kind == StoredDType::F32 && head.is_empty() {
+                // f32 in place (a checkpoint's data is aligned): converted straight from the
+                // map, where a staging copy value by value was a fifth of an f16 load.
+                dst.par_chunks_mut(CHUNK).enumerate().for_each(|(t, out)| {
+                    convert_slice(&floats[t * CHUNK..][..out.len()], out)
+                });
+            } else {
+                dst.par_chunks_mut(CHUNK).enumerate().for_each(|(t, out)| {
+                    let staging: Vec<f32> =
+                        (0..out.len()).map(|j| read(t * CHUNK + j)).collect();
+                    convert_slice(&staging, out);
+                });
+            }
         }
         return Ok(());
     }
@@ -713,9 +724,13 @@ mod tests {
                     .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
                     .collect(),
             };
-            for view in [
-                slot(stored, vec![r, c], vec![c, 1], 0),
-                slot(stored, vec![c, r], vec![1, c], 0),
+            // The same bytes two bytes into the buffer: f32 off its alignment takes the
+            // value-by-value path instead of converting in place.
+            let shifted: Vec<u8> = [0u8, 0].iter().chain(&bytes).copied().collect();
+            for (view, bytes) in [
+                (slot(stored, vec![r, c], vec![c, 1], 0), &bytes),
+                (slot(stored, vec![c, r], vec![1, c], 0), &bytes),
+                (slot(stored, vec![r, c], vec![c, 1], 2), &shifted),
             ] {
                 for dtype in [DType::F32, DType::F16, DType::BF16] {
                     let next = std::sync::Mutex::new(view.offset);
@@ -729,16 +744,16 @@ mod tests {
                             assert_eq!(piece.offset, view.offset);
                         }
                     };
-                    let fast = to_tensor(&view, &bytes, dtype, &Device::Cpu, &done).unwrap();
+                    let fast = to_tensor(&view, bytes, dtype, &Device::Cpu, &done).unwrap();
                     let fast = fast.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
                     let want: Vec<f32> = match dtype {
-                        DType::F32 => decode::<f32>(&view, &bytes).unwrap(),
-                        DType::F16 => decode::<f16>(&view, &bytes)
+                        DType::F32 => decode::<f32>(&view, bytes).unwrap(),
+                        DType::F16 => decode::<f16>(&view, bytes)
                             .unwrap()
                             .iter()
                             .map(|x| x.to_f32())
                             .collect(),
-                        _ => decode::<bf16>(&view, &bytes)
+                        _ => decode::<bf16>(&view, bytes)
                             .unwrap()
                             .iter()
                             .map(|x| x.to_f32())
