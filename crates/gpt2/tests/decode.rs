@@ -122,6 +122,16 @@ fn compare(model: &Gpt2LmHeadModel, prompt_lens: &[usize], steps: usize) {
 /// cache), fused and op by op: every position's logits and hidden states, and the caches.
 /// Padding positions see no key at all, the case transformers makes uniform.
 fn compare_prompts(model: &Gpt2LmHeadModel, prompt_lens: &[usize], first: usize) {
+    compare_padded_prompts(model, prompt_lens, first, false)
+}
+
+/// [`compare_prompts`], the padding on the right where `right` says so.
+fn compare_padded_prompts(
+    model: &Gpt2LmHeadModel,
+    prompt_lens: &[usize],
+    first: usize,
+    right: bool,
+) {
     let cfg = model.config();
     let t = *prompt_lens.iter().max().unwrap();
     let rows: Vec<Vec<u32>> = (0..prompt_lens.len())
@@ -133,10 +143,14 @@ fn compare_prompts(model: &Gpt2LmHeadModel, prompt_lens: &[usize], first: usize)
         .collect();
     let mask: Vec<Vec<u32>> = prompt_lens
         .iter()
-        .map(|&len| (0..t).map(|i| u32::from(i >= t - len)).collect())
+        .map(|&len| {
+            (0..t)
+                .map(|i| u32::from(if right { i < len } else { i >= t - len }))
+                .collect()
+        })
         .collect();
     let mut caches = [Cache::new(cfg.n_layer), Cache::new(cfg.n_layer)];
-    for (c0, c1) in [(0, first), (first, t)] {
+    for (c0, c1) in [(0, first), (first, t)].into_iter().filter(|(a, b)| a < b) {
         let chunk: Vec<Vec<u32>> = rows.iter().map(|r| r[c0..c1].to_vec()).collect();
         let seen: Vec<Vec<u32>> = mask.iter().map(|m| m[..c1].to_vec()).collect();
         let (chunk, seen) = (ids(&chunk), ids(&seen));
@@ -195,6 +209,27 @@ fn long_fused_prompts_match_op_by_op() {
     compare_prompts(&model, &[n], 1);
     for format in [WeightFormat::F16, WeightFormat::Q8] {
         compare_prompts(&load_as("gpt2-vocab", format), &[100, 37], 66);
+    }
+}
+
+#[test]
+fn long_prompts_in_chunks_match_op_by_op() {
+    // A layer takes a prompt in chunks of positions from 256 rows (quantized products) or 1024
+    // (floats): batches of 128-token prompts past both, unpadded and right-padded (taken in
+    // chunks), left-padded (taken whole: its first queries see no key), each in one piece and
+    // in two through the cache (the second piece's chunks after 50 positions).
+    let model = load("gpt2-vocab");
+    let n = model.config().n_positions;
+    assert!(n >= 128, "gpt2-vocab has {n} positions");
+    for first in [n, 50] {
+        compare_padded_prompts(&model, &[n; 9], first, false);
+        compare_padded_prompts(&model, &[n, 100, n, 90, n, n, 70, n, n], first, true);
+    }
+    let q8 = load_as("gpt2-vocab", WeightFormat::Q8);
+    for first in [n, 50] {
+        compare_padded_prompts(&q8, &[n; 3], first, false);
+        compare_padded_prompts(&q8, &[n, 100, n], first, true);
+        compare_padded_prompts(&q8, &[n, 100, n], first, false);
     }
 }
 

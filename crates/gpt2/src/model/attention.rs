@@ -181,8 +181,9 @@ pub(crate) struct Strides {
 
 /// Attention for a whole prompt: q laid out as `qs` says, k and v `[B, H, cap, D]` of which the
 /// first S positions are in use (S = past + T, the cache's keys included; cap >= S is the
-/// buffer's room), `padding` the attention mask's rows `[B][S]` (0: a padding key no query sees)
-/// or None. Writes `y` `[B, T, H * D]`, the heads side by side as the projection wants them.
+/// buffer's room), `padding` the attention mask's rows `[B][S]` (0: a padding key no query sees;
+/// longer rows are read to S: a prompt taken in chunks passes the whole prompt's) or None.
+/// Writes `y` `[B, T, H * D]`, the heads side by side as the projection wants them.
 ///
 /// One task per (batch, head, block of 64 query rows): the block's scores against the keys its
 /// last row can see (`past + i1`: the upper triangle past it is never computed), the softmax
@@ -202,7 +203,7 @@ pub(crate) fn attend_prompt(
 ) {
     assert!(t <= s && s <= cap && k.len() >= b * h * cap * d && v.len() >= b * h * cap * d);
     assert!(b == 0 || q.len() > (b - 1) * qs.batch + (h - 1) * qs.head + (t - 1) * qs.row + d - 1);
-    assert!(padding.is_none_or(|m| m.len() == b && m.iter().all(|r| r.len() == s)));
+    assert!(padding.is_none_or(|m| m.len() == b && m.iter().all(|r| r.len() >= s)));
     assert_eq!(y.len(), b * t * h * d, "y must be [B, T, H * D]");
     let past = s - t;
     let out = OutPtr(y.as_mut_ptr());
@@ -217,7 +218,7 @@ pub(crate) fn attend_prompt(
             let q0 = bi * qs.batch + hd * qs.head + i0 * qs.row;
             let qb = &q[q0..q0 + (rows - 1) * qs.row + d];
             let (kh, vh) = (&k[bh * cap * d..][..len * d], &v[bh * cap * d..][..len * d]);
-            let keys = padding.map(|m| &m[bi][..]);
+            let keys = padding.map(|m| &m[bi][..s]);
             // Every score is written by the product: grown, never cleared.
             if scores.len() < rows * len {
                 scores.resize(rows * len, 0.0);

@@ -142,6 +142,16 @@ impl Cache {
         Ok(self.layers[i].as_mut().expect("just made"))
     }
 
+    /// Room in layer `i` for `t` more positions of the fused forward's f32 `[b, h, t, d]` rows
+    /// (a prompt taken in chunks asks for all of it first).
+    pub(crate) fn reserve_rows(
+        &mut self,
+        i: usize,
+        shape: (usize, usize, usize, usize),
+    ) -> Result<()> {
+        self.reserve(i, shape, DType::F32, &Device::Cpu).map(|_| ())
+    }
+
     /// `t` new positions' keys and values for `b` rows, written in place into layer `i`: head
     /// `hd` of position `p` in row `r` is `qkv[(r * t + p) * row_stride + key_offset + hd * d..][..d]`
     /// (values at `value_offset`), straight from the fused forward's c_attn output.

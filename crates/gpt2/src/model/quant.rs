@@ -608,7 +608,11 @@ fn quantize_lanes(
             let mut first = [0f32; BLOCK_ROWS];
             for t in tile.iter().rev() {
                 for l in 0..BLOCK_ROWS {
-                    first[l] = if t[l].abs() == amax[l] { t[l] } else { first[l] };
+                    first[l] = if t[l].abs() == amax[l] {
+                        t[l]
+                    } else {
+                        first[l]
+                    };
                 }
             }
             for (d, f) in d.iter_mut().zip(&first) {
@@ -1469,7 +1473,11 @@ mod tests {
             assert!(t == q, "{kind:?}");
             for j in 0..n {
                 for g in 0..q.groups_per_row() {
-                    assert_eq!(t.scale(j, g).to_bits(), q.scale(j, g).to_bits(), "{kind:?} {j} {g}");
+                    assert_eq!(
+                        t.scale(j, g).to_bits(),
+                        q.scale(j, g).to_bits(),
+                        "{kind:?} {j} {g}"
+                    );
                 }
             }
         }

@@ -250,13 +250,12 @@ fn fill<T: WithDType>(slot: &Slot, bytes: &[u8], dst: &mut [MaybeUninit<T>]) -> 
             if kind == StoredDType::F32 && head.is_empty() {
                 // f32 in place (a checkpoint's data is aligned): converted straight from the
                 // map, where a staging copy value by value was a fifth of an f16 load.
-                dst.par_chunks_mut(CHUNK).enumerate().for_each(|(t, out)| {
-                    convert_slice(&floats[t * CHUNK..][..out.len()], out)
-                });
+                dst.par_chunks_mut(CHUNK)
+                    .enumerate()
+                    .for_each(|(t, out)| convert_slice(&floats[t * CHUNK..][..out.len()], out));
             } else {
                 dst.par_chunks_mut(CHUNK).enumerate().for_each(|(t, out)| {
-                    let staging: Vec<f32> =
-                        (0..out.len()).map(|j| read(t * CHUNK + j)).collect();
+                    let staging: Vec<f32> = (0..out.len()).map(|j| read(t * CHUNK + j)).collect();
                     convert_slice(&staging, out);
                 });
             }
@@ -417,7 +416,11 @@ pub(super) fn read_rows_f32(
     // read by rows, a Conv1D weight's stored rows read as columns): whole runs copied, where the
     // element walk was a fifth of quantizing gpt2 at load.
     if slot.dtype == StoredDType::F32 && walk.by_row == !column_major {
-        let (runs, len, stride) = if walk.by_row { (n, cols, s1) } else { (cols, n, s0) };
+        let (runs, len, stride) = if walk.by_row {
+            (n, cols, s1)
+        } else {
+            (cols, n, s0)
+        };
         if stride == 1 {
             for (r, dst) in out.chunks_exact_mut(len.max(1)).take(runs).enumerate() {
                 let src = if walk.by_row { at(r, 0) } else { at(0, r) };
