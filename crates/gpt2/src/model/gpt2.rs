@@ -474,6 +474,8 @@ impl Gpt2Model {
             let owned = cache.is_none();
             let cache = cache.unwrap_or(&mut own);
             let mut x = hidden.flatten_all()?.to_vec1::<f32>()?;
+            // The layers work on x alone: the embeddings' tensor need not wait for them.
+            drop(hidden);
             for (i, block) in self.h.iter().enumerate() {
                 if let Some(hs) = all_hidden.as_mut() {
                     hs.push(Tensor::from_slice(&x, (b, t, e), &self.device)?);
