@@ -41,7 +41,7 @@ fn main() -> gpt2::Result<()> {
         let ids = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
         let mut best = f64::MAX;
         for _ in 0..5 {
-            let mut cache = Cache::new(12);
+            let mut cache = Cache::new(p.config.n_layer);
             let t0 = Instant::now();
             p.model.forward(
                 &ForwardArgs {
