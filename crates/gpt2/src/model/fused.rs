@@ -122,11 +122,13 @@ impl Block {
         let per_chunk = (prompt_rows(self.mlp.c_fc.weight_out_in()) / b.max(1)).max(1);
         // A query that sees no key at all (left padding's first positions) attends uniformly
         // to every key of the whole prompt, as transformers does: those prompts go whole.
-        let sees_a_key = mask.is_none_or(|m| {
-            m.iter()
-                .all(|r| r.iter().position(|&v| v != 0).is_some_and(|f| f <= past))
-        });
-        if t <= per_chunk || !sees_a_key {
+        let sees_a_key = || {
+            mask.is_none_or(|m| {
+                m.iter()
+                    .all(|r| r.iter().position(|&v| v != 0).is_some_and(|f| f <= past))
+            })
+        };
+        if t <= per_chunk || !sees_a_key() {
             return self.forward_rows(x, (b, t), cache, layer, mask);
         }
         // Room for the whole prompt first: growing the cache chunk by chunk would copy it.
