@@ -409,7 +409,14 @@ mod tests {
 
     #[test]
     fn prompt_attention_matches_the_full_score_matrix() {
-        let (b, h, past, t, d) = (2, 3, 4, 6, 20);
+        // Heads of 20 and of 64 (gpt2's): a few rows, and 83 rows after 5 cached positions (two
+        // query blocks, keys not a multiple of 16).
+        for shape in [(2, 3, 4, 6, 20), (2, 3, 4, 6, 64), (2, 2, 5, 83, 64), (1, 1, 0, 17, 64)] {
+            check_prompt_attention(shape);
+        }
+    }
+
+    fn check_prompt_attention((b, h, past, t, d): (usize, usize, usize, usize, usize)) {
         let s = past + t;
         let (q, k, v) = (
             random(b * h * t * d, 1),
@@ -423,9 +430,9 @@ mod tests {
             let got = attend(&q, &k, &v, padding, (b, h, t, s, d, s), scale);
             assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
         }
-        // Row 1's first seven keys are padding: its first query rows see nothing at all.
+        // The last row's first seven keys are padding: its first query rows see nothing at all.
         let mut padded = all.clone();
-        padded[1][..7].fill(0);
+        padded[b - 1][..7].fill(0);
         let want = reference(&q, &k, &v, &bias(&padded, t), (b, h, t, s, d), scale);
         let got = attend(&q, &k, &v, Some(&padded), (b, h, t, s, d, s), scale);
         assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
