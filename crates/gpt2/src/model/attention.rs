@@ -411,7 +411,12 @@ mod tests {
     fn prompt_attention_matches_the_full_score_matrix() {
         // Heads of 20 and of 64 (gpt2's): a few rows, and 83 rows after 5 cached positions (two
         // query blocks, keys not a multiple of 16).
-        for shape in [(2, 3, 4, 6, 20), (2, 3, 4, 6, 64), (2, 2, 5, 83, 64), (1, 1, 0, 17, 64)] {
+        for shape in [
+            (2, 3, 4, 6, 20),
+            (2, 3, 4, 6, 64),
+            (2, 2, 5, 83, 64),
+            (1, 1, 0, 17, 64),
+        ] {
             check_prompt_attention(shape);
         }
     }
