@@ -498,7 +498,7 @@ macro_rules! tiled_block {
                     1 => run!(4, 1),
                     2 => run!(4, 2),
                     4 => run!(2, 4),
-                    _ => run!(2, 8),
+                    _ => run!(2, $most),
                 }
                 r += rows;
             }
