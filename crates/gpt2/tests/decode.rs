@@ -216,8 +216,9 @@ fn long_fused_prompts_match_op_by_op() {
 fn long_prompts_in_chunks_match_op_by_op() {
     // A layer takes a prompt in chunks of positions from 256 rows (quantized products) or 1024
     // (floats): batches of 128-token prompts past both, unpadded and right-padded (taken in
-    // chunks), left-padded (taken whole: its first queries see no key), each in one piece and
-    // in two through the cache (the second piece's chunks after 50 positions).
+    // chunks), left-padded (whole while its first queries see no key, in chunks once every
+    // row's first key is cached), each in one piece and in two through the cache (the second
+    // piece's chunks after 50 positions).
     let model = load("gpt2-vocab");
     let n = model.config().n_positions;
     assert!(n >= 128, "gpt2-vocab has {n} positions");

@@ -20,9 +20,10 @@ pub const MAX_ROWS: usize = 48;
 /// (so the arithmetic is f32 whatever the storage).
 pub trait Element: Copy + Send + Sync + 'static {
     /// From how many rows the blocked product beats streaming the matrix (capped at
-    /// [`MAX_ROWS`] + 1). f16 / bf16, gpt2's products: 40 rows streamed 69 ms against 85
-    /// blocked, 48 rows 82 against 91, 64 rows 116 against 103.
-    const BLOCKED_FROM: usize = 49;
+    /// [`MAX_ROWS`] + 1). f16 / bf16 stream up to the cap, which is set for them: gpt2's
+    /// products at 40 rows streamed 69 ms against 85 blocked, 48 rows 82 against 91, 64 rows
+    /// 116 against 103.
+    const BLOCKED_FROM: usize = MAX_ROWS + 1;
     fn to_f32(self) -> f32;
     /// `s` itself, where it is f32 already (nothing to widen).
     fn as_f32(s: &[Self]) -> Option<&[f32]> {

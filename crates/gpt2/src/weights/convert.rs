@@ -415,7 +415,7 @@ pub(super) fn read_rows_f32(
     // f32 read along runs that lie in order in both the source and `out` (a row-major matrix
     // read by rows, a Conv1D weight's stored rows read as columns): whole runs copied, where the
     // element walk was a fifth of quantizing gpt2 at load.
-    if slot.dtype == StoredDType::F32 && walk.by_row == !column_major {
+    if slot.dtype == StoredDType::F32 && walk.by_row != column_major {
         let (runs, len, stride) = if walk.by_row {
             (n, cols, s1)
         } else {
