@@ -11,6 +11,8 @@
 use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::transpose::transpose;
+
 /// The most rows the streaming kernels take (beyond, the blocked product always wins; each
 /// float type's own cut-over is [`Element::BLOCKED_FROM`]). Also what counts as a few rows
 /// elsewhere: a fused forward of more keeps no working rows after it.
@@ -20,9 +22,10 @@ pub const MAX_ROWS: usize = 48;
 /// (so the arithmetic is f32 whatever the storage).
 pub trait Element: Copy + Send + Sync + 'static {
     /// From how many rows the blocked product beats streaming the matrix (capped at
-    /// [`MAX_ROWS`] + 1). f16 / bf16 stream up to the cap, which is set for them: gpt2's
-    /// products at 40 rows streamed 69 ms against 85 blocked, 48 rows 82 against 91, 64 rows
-    /// 116 against 103.
+    /// [`MAX_ROWS`] + 1), measured as whole prompts (examples/prefill_probe), streamed against
+    /// blocked: f16 on gpt2 40 tokens 54 ms against 57, 48 tokens 64 against 62; on
+    /// gpt2-medium 40 tokens 167 against 174, 48 tokens 192 against 190. (The products alone,
+    /// examples/matvec_bench, cross over near 24 rows: a prompt's other work shares the caches.)
     const BLOCKED_FROM: usize = MAX_ROWS + 1;
     fn to_f32(self) -> f32;
     /// `s` itself, where it is f32 already (nothing to widen).
@@ -47,8 +50,8 @@ pub trait Element: Copy + Send + Sync + 'static {
 }
 
 impl Element for f32 {
-    /// gpt2's products: 24 rows streamed 52 ms against 62 blocked, 32 rows 66-69 against 68,
-    /// 40 rows 83 against 74.
+    /// gpt2 prompts: 32 tokens 56 ms streamed against 58 blocked, 40 tokens 65 against 60;
+    /// gpt2-medium 32 tokens 169 against 180, 40 tokens 202 against 193.
     const BLOCKED_FROM: usize = 33;
     #[inline(always)]
     fn to_f32(self) -> f32 {
@@ -180,9 +183,11 @@ pub fn linear_into<W: Element>(
 
 /// The blocked product candle's matmul runs (the `gemm` crate), on the slices, so the result
 /// lands in `y` with the bias already there. Blocks of [`GEMM_COLUMNS`] outputs across cores,
-/// each task its own product packing only its own rows of w (f16 / bf16 rows widened to f32
-/// first, a block at a time): gemm's own threading measured 84 -> 112 G MAC/s at 128 rows of
-/// gpt2's products, 130 -> 143 at 512.
+/// each task its own product over only its own rows of w: gemm's own threading measured 84 ->
+/// 112 G MAC/s at 128 rows of gpt2's products, 130 -> 143 at 512. Each task hands gemm its rows
+/// transposed (f16 / bf16 widened in the same pass), the order its kernel reads: given w's rows
+/// as they lie, gemm transposes them itself a scalar at a time, ~30% of a 128-row product
+/// (128 rows 112 -> 120 G MAC/s at f32, 104 -> 122 at f16; 512 rows 144 -> 145, 139 -> 146).
 fn gemm_into<W: Element>(
     x: &[f32],
     m: usize,
@@ -200,20 +205,14 @@ fn gemm_into<W: Element>(
     let simd = Simd::detect();
     (0..n.div_ceil(GEMM_COLUMNS))
         .into_par_iter()
-        .for_each_init(Vec::new, |wide, c| {
+        .for_each_init(Vec::new, |wt, c| {
             let (j0, j1) = (c * GEMM_COLUMNS, ((c + 1) * GEMM_COLUMNS).min(n));
-            let rows = &w[j0 * k..j1 * k];
-            let wf: &[f32] = match W::as_f32(rows) {
-                Some(f) => f,
-                None => {
-                    wide.resize(rows.len(), 0.0);
-                    widen_into(simd, rows, wide);
-                    wide
-                }
-            };
+            let cols = j1 - j0;
+            wt.resize(cols * k, 0.0);
+            transpose(simd, &w[j0 * k..j1 * k], cols, k, k, wt, cols);
             // SAFETY: y is [m, n] row-major and this task writes only its columns j0..j1; x is
-            // [m, k] row-major, and wf (w's rows j0..j1, [j1 - j0, k] row-major) is read as the
-            // [k, j1 - j0] right-hand side (column stride k, row stride 1).
+            // [m, k] row-major, and wt (w's rows j0..j1 transposed, [k, j1 - j0] row-major) is
+            // the right-hand side (column stride 1, row stride j1 - j0).
             unsafe {
                 gemm::gemm(
                     m,
@@ -226,9 +225,9 @@ fn gemm_into<W: Element>(
                     x.as_ptr(),
                     1,
                     k as isize,
-                    wf.as_ptr(),
-                    k as isize,
+                    wt.as_ptr(),
                     1,
+                    cols as isize,
                     1.0,
                     1.0,
                     false,
@@ -791,8 +790,8 @@ mod tests {
     }
 
     /// Row counts cover every tile split (8 + 4 + 1, 8 + 8 + 4 + 2 + 1) and both sides of the
-    /// blocked product's cut-overs.
-    const SHAPES: [(usize, usize, usize); 14] = [
+    /// blocked product's cut-over; blocked shapes with whole and ragged transpose tiles.
+    const SHAPES: [(usize, usize, usize); 16] = [
         (1, 768, 2304),
         (16, 768, 100),
         (MAX_ROWS, 33, 70),
@@ -807,6 +806,8 @@ mod tests {
         (5, 768, 33),
         (8, 100, 257),
         (1, 5, 3),
+        (40, 64, 272),
+        (100, 96, 130),
     ];
 
     #[test]
