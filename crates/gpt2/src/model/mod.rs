@@ -25,7 +25,7 @@ pub mod save;
 mod sequence_classification;
 mod summary;
 mod token_classification;
-mod transpose;
+pub(crate) mod transpose;
 pub(crate) mod weight;
 
 /// What the kernels' unit tests share.
