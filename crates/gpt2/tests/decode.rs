@@ -263,7 +263,9 @@ fn fused_step_matches_through_cache_growth() {
 
 #[test]
 fn steps_of_many_rows_match_op_by_op() {
-    // Up to MAX_ROWS rows the products stream the matrix; past it they take the blocked kernels.
+    // Steps of 8, 48 and 49 rows: the float products stream the matrix for a few rows and take
+    // the blocked kernels for more (Element::BLOCKED_FROM); past MAX_ROWS the fused path keeps no
+    // working rows after the step.
     let model = load("tiny");
     compare(&model, &[4; 8], 2);
     let lens: Vec<usize> = (0..gpt2::model::matvec::MAX_ROWS + 1)

@@ -23,10 +23,11 @@ pub const MAX_ROWS: usize = 48;
 pub trait Element: Copy + Send + Sync + 'static {
     /// From how many rows the blocked product beats streaming the matrix (capped at
     /// [`MAX_ROWS`] + 1), measured as whole prompts (examples/prefill_probe), streamed against
-    /// blocked: f16 on gpt2 40 tokens 54 ms against 57, 48 tokens 64 against 62; on
-    /// gpt2-medium 40 tokens 167 against 174, 48 tokens 192 against 190. (The products alone,
-    /// examples/matvec_bench, cross over near 24 rows: a prompt's other work shares the caches.)
-    const BLOCKED_FROM: usize = MAX_ROWS + 1;
+    /// blocked: f16 on gpt2 32 tokens 45 ms against 48-53, 36 tokens 52 against 46; on
+    /// gpt2-medium 32 tokens 138-162 against 144-145, 36 tokens 161 against 151. (The products
+    /// alone, examples/matvec_bench, cross over near 24 rows: a prompt's other work shares the
+    /// caches.)
+    const BLOCKED_FROM: usize = 33;
     fn to_f32(self) -> f32;
     /// `s` itself, where it is f32 already (nothing to widen).
     fn as_f32(s: &[Self]) -> Option<&[f32]> {
@@ -50,9 +51,9 @@ pub trait Element: Copy + Send + Sync + 'static {
 }
 
 impl Element for f32 {
-    /// gpt2 prompts: 32 tokens 56 ms streamed against 58 blocked, 40 tokens 65 against 60;
-    /// gpt2-medium 32 tokens 169 against 180, 40 tokens 202 against 193.
-    const BLOCKED_FROM: usize = 33;
+    /// gpt2 prompts: 24 tokens 44 ms streamed against 44 blocked, 28 tokens 56-58 against 50;
+    /// gpt2-medium 24 tokens 134 against 130, 28 tokens 153-165 against 145-153.
+    const BLOCKED_FROM: usize = 25;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -183,8 +184,9 @@ pub fn linear_into<W: Element>(
 
 /// The blocked product candle's matmul runs (the `gemm` crate), on the slices, so the result
 /// lands in `y` with the bias already there. Blocks of [`GEMM_COLUMNS`] outputs across cores,
-/// each task its own product over only its own rows of w: gemm's own threading measured 84 ->
-/// 112 G MAC/s at 128 rows of gpt2's products, 130 -> 143 at 512. Each task hands gemm its rows
+/// each task its own products over only its own rows of w, [`GEMM_ROWS`] input rows a call:
+/// gemm's own threading measured 84 -> 112 G MAC/s at 128 rows of gpt2's products, 130 -> 143
+/// at 512. Each task hands gemm its rows
 /// transposed (f16 / bf16 widened in the same pass), the order its kernel reads: given w's rows
 /// as they lie, gemm transposes them itself a scalar at a time, ~30% of a 128-row product
 /// (128 rows 112 -> 120 G MAC/s at f32, 104 -> 122 at f16; 512 rows 144 -> 145, 139 -> 146).
@@ -210,37 +212,48 @@ fn gemm_into<W: Element>(
             let cols = j1 - j0;
             wt.resize(cols * k, 0.0);
             transpose(simd, &w[j0 * k..j1 * k], cols, k, k, wt, cols);
-            // SAFETY: y is [m, n] row-major and this task writes only its columns j0..j1; x is
-            // [m, k] row-major, and wt (w's rows j0..j1 transposed, [k, j1 - j0] row-major) is
-            // the right-hand side (column stride 1, row stride j1 - j0).
-            unsafe {
-                gemm::gemm(
-                    m,
-                    j1 - j0,
-                    k,
-                    out.at(j0),
-                    1,
-                    n as isize,
-                    bias.is_some(),
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    wt.as_ptr(),
-                    1,
-                    cols as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+            for r0 in (0..m).step_by(GEMM_ROWS) {
+                let r1 = (r0 + GEMM_ROWS).min(m);
+                // SAFETY: y is [m, n] row-major and this task writes only its columns j0..j1;
+                // x is [m, k] row-major (rows r0..r1 read here), and wt (w's rows j0..j1
+                // transposed, [k, j1 - j0] row-major) is the right-hand side (column stride 1,
+                // row stride j1 - j0).
+                unsafe {
+                    gemm::gemm(
+                        r1 - r0,
+                        cols,
+                        k,
+                        out.at(r0 * n + j0),
+                        1,
+                        n as isize,
+                        bias.is_some(),
+                        x.as_ptr().add(r0 * k),
+                        1,
+                        k as isize,
+                        wt.as_ptr(),
+                        1,
+                        cols as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
             }
         });
 }
 
-/// Outputs per task of [`gemm_into`] (96 to 192 measured alike).
-const GEMM_COLUMNS: usize = 128;
+/// Outputs per task of [`gemm_into`]: one panel of gemm's AVX-512 f32 kernel (64 outputs), so
+/// the transposed block is the panel gemm's kernel reads, as it lies.
+const GEMM_COLUMNS: usize = 64;
+
+/// Input rows per gemm call of [`gemm_into`]: with more, gemm copies the panel into its own
+/// buffer first (beyond 8 x its kernel's 6 columns). Measured on gpt2's products against
+/// 128-output tasks of every row: f32 64 rows 93 -> 102 G MAC/s, 128 rows 118 -> 126, 512
+/// rows 144 -> 150; f16 64 rows 99 -> 114, 128 rows 121 -> 131, 512 rows 146 -> 151.
+const GEMM_ROWS: usize = 48;
 
 /// An output buffer that parallel tasks write through, each only its own disjoint part
 /// (gemm_into's column blocks, attention's query rows of one head).

@@ -349,7 +349,7 @@ mod tests {
             / scale
     }
 
-    /// Both routes of `linear` (streaming kernels up to MAX_ROWS, blocked products beyond) give
+    /// Both routes of `linear` (streaming kernels for a few rows, blocked products beyond) give
     /// the product with the matrix the weight stands for, in every format, against candle's
     /// matmul.
     #[test]
@@ -368,7 +368,7 @@ mod tests {
             } else {
                 1e-5
             };
-            for m in [1, 3, MAX_ROWS, MAX_ROWS + 1, 50] {
+            for m in [1, 3, 24, 33, MAX_ROWS, MAX_ROWS + 1, 50] {
                 let x = random((m, k), 3 + m as u64);
                 let product = x.matmul(&stands_for.t().unwrap()).unwrap();
                 let got = weight.linear(&x, Some(&b)).unwrap();
