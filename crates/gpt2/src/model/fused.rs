@@ -93,9 +93,10 @@ fn conv1d(c: &super::gpt2::Conv1D, x: &[f32], m: usize, y: &mut [f32]) -> Result
 /// positions (keys and values written to the cache as they come, so each chunk's queries see
 /// every key before them), and its working rows stay that size whatever the prompt's length.
 /// Quantized products of 256 rows run within 1-2% of 512 rows' rate, so a 512-token gpt2 q8
-/// prompt holds 5 MB of working rows instead of 9 at the same speed; float products lose 6%
-/// at 256 rows (the blocked kernels' packing), so they take up to 1024 (a batch of long prompts
-/// still keeps its working rows bounded).
+/// prompt holds 5 MB of working rows instead of 9 at the same speed; float products lost 6%
+/// at 256 rows when measured (each call rearranges the weights anew, now model/transpose.rs's
+/// work), so they take up to 1024 (a batch of long prompts still keeps its working rows
+/// bounded).
 fn prompt_rows(weight: &super::Weight) -> usize {
     if weight.format().quant_kind().is_some() {
         256

@@ -29,11 +29,6 @@ pub trait Element: Copy + Send + Sync + 'static {
     /// caches.)
     const BLOCKED_FROM: usize = 33;
     fn to_f32(self) -> f32;
-    /// `s` itself, where it is f32 already (nothing to widen).
-    fn as_f32(s: &[Self]) -> Option<&[f32]> {
-        let _ = s;
-        None
-    }
     /// Eight elements at `p` as f32 lanes.
     ///
     /// # Safety
@@ -57,9 +52,6 @@ impl Element for f32 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
-    }
-    fn as_f32(s: &[f32]) -> Option<&[f32]> {
-        Some(s)
     }
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
@@ -186,10 +178,10 @@ pub fn linear_into<W: Element>(
 /// lands in `y` with the bias already there. Blocks of [`GEMM_COLUMNS`] outputs across cores,
 /// each task its own products over only its own rows of w, [`GEMM_ROWS`] input rows a call:
 /// gemm's own threading measured 84 -> 112 G MAC/s at 128 rows of gpt2's products, 130 -> 143
-/// at 512. Each task hands gemm its rows
-/// transposed (f16 / bf16 widened in the same pass), the order its kernel reads: given w's rows
-/// as they lie, gemm transposes them itself a scalar at a time, ~30% of a 128-row product
-/// (128 rows 112 -> 120 G MAC/s at f32, 104 -> 122 at f16; 512 rows 144 -> 145, 139 -> 146).
+/// at 512. Each task hands gemm its rows transposed (f16 / bf16 widened in the same pass), the
+/// order its kernel reads: given w's rows as they lie, gemm transposes them itself a scalar at
+/// a time, ~30% of a 128-row product (128 rows 112 -> 120 G MAC/s at f32, 104 -> 122 at f16;
+/// 512 rows 144 -> 145, 139 -> 146).
 fn gemm_into<W: Element>(
     x: &[f32],
     m: usize,

@@ -37,46 +37,50 @@ pub(crate) fn transpose<W: Element>(
     }
     assert!(src.len() >= (rows - 1) * src_stride + cols, "src too short");
     assert!(dst.len() >= (cols - 1) * dst_stride + rows, "dst too short");
-    let (full_r, full_c) = (rows / 16 * 16, cols / 16 * 16);
+    // The whole 16 x 16 tiles through registers where the CPU has AVX-512 (none without).
     #[cfg(target_arch = "x86_64")]
-    if matches!(simd, Simd::Avx512) {
-        for r in (0..full_r).step_by(16) {
-            for c in (0..full_c).step_by(16) {
-                // SAFETY: AVX-512 F is present (Simd::Avx512); the asserts above keep rows
-                // r..r + 16 of columns c..c + 16 inside src, and their transpose inside dst.
-                unsafe {
-                    tile16(
-                        src.as_ptr().add(r * src_stride + c),
-                        src_stride,
-                        dst.as_mut_ptr().add(c * dst_stride + r),
-                        dst_stride,
-                    )
-                };
-            }
-        }
-        // The edges: the last columns of the whole tiles' rows, then the last rows.
-        let edge = |r0: usize, r1: usize, c0: usize, dst: &mut [f32]| {
-            for r in r0..r1 {
-                for c in c0..cols {
-                    dst[c * dst_stride + r] = src[r * src_stride + c].to_f32();
-                }
-            }
-        };
-        edge(0, full_r, full_c, dst);
-        edge(full_r, rows, 0, dst);
-        return;
-    }
-    let _ = simd;
-    // Tiles through the cache, a scalar at a time.
-    for r0 in (0..rows).step_by(16) {
-        for c0 in (0..cols).step_by(16) {
-            for r in r0..(r0 + 16).min(rows) {
-                for c in c0..(c0 + 16).min(cols) {
-                    dst[c * dst_stride + r] = src[r * src_stride + c].to_f32();
-                }
-            }
+    let tiled = matches!(simd, Simd::Avx512);
+    #[cfg(not(target_arch = "x86_64"))]
+    let tiled = {
+        let _ = simd;
+        false
+    };
+    let (full_r, full_c) = if tiled {
+        (rows / 16 * 16, cols / 16 * 16)
+    } else {
+        (0, 0)
+    };
+    #[cfg(target_arch = "x86_64")]
+    for r in (0..full_r).step_by(16) {
+        for c in (0..full_c).step_by(16) {
+            // SAFETY: tiles are taken only with AVX-512 F present (Simd::Avx512); the asserts
+            // above keep rows r..r + 16 of columns c..c + 16 inside src, and their transpose
+            // inside dst.
+            unsafe {
+                tile16(
+                    src.as_ptr().add(r * src_stride + c),
+                    src_stride,
+                    dst.as_mut_ptr().add(c * dst_stride + r),
+                    dst_stride,
+                )
+            };
         }
     }
+    // The rest (the last columns of the tiled rows, then the last rows; everything without
+    // AVX-512): tiles through the cache, a scalar at a time.
+    let mut scalar = |rs: std::ops::Range<usize>, cs: std::ops::Range<usize>| {
+        for r0 in rs.clone().step_by(16) {
+            for c0 in cs.clone().step_by(16) {
+                for r in r0..(r0 + 16).min(rs.end) {
+                    for c in c0..(c0 + 16).min(cs.end) {
+                        dst[c * dst_stride + r] = src[r * src_stride + c].to_f32();
+                    }
+                }
+            }
+        }
+    };
+    scalar(0..full_r, full_c..cols);
+    scalar(full_r..rows, 0..cols);
 }
 
 /// One 16 x 16 tile: pairs of rows interleaved by 32 then 64 bits (each 128-bit lane then

@@ -207,13 +207,18 @@ unsafe fn f32_to_f16_f16c(src: &[f32], dst: &mut [MaybeUninit<f16>]) {
 fn fill<T: WithDType>(slot: &Slot, bytes: &[u8], dst: &mut [MaybeUninit<T>]) -> Result<(), String> {
     let shape = slot.shape.as_slice();
     let transposed = shape.len() == 2 && slot.strides == [1, shape[0]];
+    if transposed && slot.dtype == StoredDType::F32 {
+        let data = region(bytes, slot.offset, slot.numel() * 4)?;
+        // SAFETY: any bit pattern is an f32; align_to keeps only whole aligned values.
+        if let (&[], floats, _) = unsafe { data.align_to::<f32>() } {
+            // f32 in place (a checkpoint's data is aligned), into any type.
+            transpose_f32(floats, shape[0], shape[1], dst);
+            return Ok(());
+        }
+    }
     if slot.dtype.candle() == Some(T::DTYPE) && (slot.is_contiguous() || transposed) {
         let data = region(bytes, slot.offset, slot.numel() * slot.dtype.size())?;
-        // SAFETY: any bit pattern is an f32; align_to keeps only whole aligned values.
-        let (head, floats, _) = unsafe { data.align_to::<f32>() };
-        if transposed && T::DTYPE == DType::F32 && head.is_empty() {
-            transpose_f32(floats, shape[0], shape[1], dst);
-        } else if transposed {
+        if transposed {
             // Stored [shape[1], shape[0]].
             copy_transposed(data, shape[1], shape[0], dst);
         } else {
@@ -245,9 +250,7 @@ fn fill<T: WithDType>(slot: &Slot, bytes: &[u8], dst: &mut [MaybeUninit<T>]) -> 
         // SAFETY: any bit pattern is an f32; align_to keeps only whole aligned values.
         let (head, floats, _) = unsafe { data.align_to::<f32>() };
         let in_place = kind == StoredDType::F32 && head.is_empty();
-        if transposed && in_place {
-            transpose_f32(floats, shape[0], shape[1], dst);
-        } else if transposed {
+        if transposed {
             // Destination [R, C] from stored [C, R]: each task owns destination rows r0..r0+p,
             // reads them down the stored rows (p contiguous values from each) into a staging
             // block `[C, p]`, then converts one row at a time out of it (in cache).
