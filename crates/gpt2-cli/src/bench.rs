@@ -242,7 +242,7 @@ pub fn worker(model: &str, format: &str) -> Result<()> {
     let hello = json!({
         "format": format.name(),
         "load_s": median(loads),
-        "weight_bytes": p.model.transformer.weight_bytes(),
+        "weight_bytes": p.model.weight_bytes(),
         "rss_after_load": peak_rss(),
     });
     writeln!(out, "{hello}")?;

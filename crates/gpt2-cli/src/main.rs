@@ -686,7 +686,7 @@ fn inspect(model: &str, weights: WeightArgs) -> Result<()> {
         out,
         "weights: {} ({:.1} MB), directory: {}",
         p.model.transformer.format().name(),
-        p.model.transformer.weight_bytes() as f64 / 1e6,
+        p.model.weight_bytes() as f64 / 1e6,
         p.dir.display()
     )?;
     let stored = match p.quantization {

@@ -29,7 +29,7 @@ fn main() -> gpt2::Result<()> {
         let t0 = Instant::now();
         let p = Pretrained::load(&dir, &opts)?;
         let s = t0.elapsed().as_secs_f64();
-        let weights = p.model.transformer.weight_bytes() as u64 / (1 << 20);
+        let weights = p.model.weight_bytes() as u64 / (1 << 20);
         println!(
             "{}: {s:.3} s, weights {weights} MB, rss before {base} MB, after {} MB, peak {} MB ({:.2}x weights)",
             format.name(),

@@ -294,3 +294,64 @@ fn a_cloned_cache_is_independent() {
     let after = snapshot.layer(0).unwrap().0;
     assert_eq!(scaled_error(&after, &before), 0.0);
 }
+
+#[test]
+fn fused_embeddings_match_op_by_op() {
+    // The fused forward builds its rows itself (wte rows in the weights' format, wpe at the
+    // given positions, token types through wte): against the op-by-op sum of tensors, for
+    // input ids, inputs_embeds, token types and explicit positions, in every weight format.
+    for format in WeightFormat::ALL {
+        let model = load_as("tiny", format);
+        let tol = match format.quant_kind() {
+            Some(_) => 0.1,
+            None => 1e-5,
+        };
+        let cfg = model.config();
+        let rows: Vec<Vec<u32>> = (0..2)
+            .map(|r| {
+                (0..6)
+                    .map(|i| ((r * 17 + i * 5 + 1) % cfg.vocab_size) as u32)
+                    .collect()
+            })
+            .collect();
+        let types: Vec<Vec<u32>> = (0..2)
+            .map(|r| (0..6).map(|i| ((r + i) % 3) as u32).collect())
+            .collect();
+        let positions =
+            Tensor::new(&[[3u32, 4, 5, 6, 7, 8], [0, 2, 4, 6, 8, 10]], &Device::Cpu).unwrap();
+        let (input, types) = (ids(&rows), ids(&types));
+        let embeds = model
+            .transformer
+            .wte
+            .rows(&input.flatten_all().unwrap())
+            .unwrap();
+        let embeds = embeds.reshape((2, 6, cfg.n_embd)).unwrap();
+        for case in 0..3 {
+            let args = |op_by_op| ForwardArgs {
+                input_ids: (case != 1).then_some(&input),
+                inputs_embeds: (case == 1).then_some(&embeds),
+                token_type_ids: (case == 2).then_some(&types),
+                position_ids: (case == 2).then_some(&positions),
+                output_hidden_states: true,
+                op_by_op,
+                ..Default::default()
+            };
+            let fused = model.forward(&args(false), None).unwrap();
+            let reference = model.forward(&args(true), None).unwrap();
+            let what = format!("{} case {case}", format.name());
+            let (hf, hr) = (
+                fused.hidden_states.unwrap(),
+                reference.hidden_states.unwrap(),
+            );
+            // The embeddings themselves, then what the layers and ln_f make of them.
+            assert!(scaled_error(&hf[0], &hr[0]) < 1e-6, "embeddings, {what}");
+            let err = scaled_error(&fused.last_hidden_state, &reference.last_hidden_state);
+            assert!(err < tol, "last hidden state, {what}: {err:e}");
+            let err = scaled_error(
+                fused.logits.as_ref().unwrap(),
+                reference.logits.as_ref().unwrap(),
+            );
+            assert!(err < tol, "logits, {what}: {err:e}");
+        }
+    }
+}

@@ -71,6 +71,26 @@ fn norm(ln: &LayerNorm, x: &[f32], out: &mut [f32]) -> Result<()> {
     .ok_or_else(not_f32)
 }
 
+/// A layer norm over `x`'s rows in place (the final `ln_f`, whose input is not needed again):
+/// each row is copied aside and normalised back, the same arithmetic as [`norm`].
+pub(crate) fn layer_norm_in_place(ln: &LayerNorm, x: &mut [f32]) -> Result<()> {
+    let n = ln.weight.dims1()?;
+    let eps = ln.eps as f32;
+    with_f32(&ln.weight, |w| {
+        with_f32(&ln.bias, |b| {
+            by_rows(x, n, |_, rows| {
+                let mut src = vec![0f32; n];
+                for row in rows.chunks_exact_mut(n) {
+                    src.copy_from_slice(row);
+                    layer_norm_rows(&src, w, b, eps, row);
+                }
+            })
+        })
+    })
+    .flatten()
+    .ok_or_else(not_f32)
+}
+
 /// `x += y`, element-wise (the residual stream, rows of `n`).
 fn add(x: &mut [f32], y: &[f32], n: usize) {
     by_rows(x, n, |r, x| {
@@ -92,14 +112,15 @@ fn conv1d(c: &super::gpt2::Conv1D, x: &[f32], m: usize, y: &mut [f32]) -> Result
 /// Rows of a prompt a layer takes at once: a longer prompt goes through each layer in chunks of
 /// positions (keys and values written to the cache as they come, so each chunk's queries see
 /// every key before them), and its working rows stay that size whatever the prompt's length.
-/// Quantized products of 256 rows run within 1-2% of 512 rows' rate, so a 512-token gpt2 q8
-/// prompt holds 5 MB of working rows instead of 9 at the same speed; float products lost 6%
-/// at 256 rows when measured (each call rearranges the weights anew, now model/transpose.rs's
-/// work), so they take up to 1024 (a batch of long prompts still keeps its working rows
-/// bounded).
+/// Quantized formats take 128 rows: their working rows are a large part of a small model's
+/// memory (gpt2 q4: 2.4 MB instead of 4.7 at 256 rows, 9 whole; its peak RSS after a 512-token
+/// prompt 131 MB instead of 134), for 2-4% of that prompt's time (prefill_probe, three rounds:
+/// q4 188-195 ms against 182-190, q8 177-188 against 175-177). Float products lost 6% at 256
+/// rows when measured (each call rearranges the weights anew, now model/transpose.rs's work),
+/// so they take up to 1024 (a batch of long prompts still keeps its working rows bounded).
 fn prompt_rows(weight: &super::Weight) -> usize {
     if weight.format().quant_kind().is_some() {
-        256
+        128
     } else {
         1024
     }

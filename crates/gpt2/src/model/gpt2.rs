@@ -343,19 +343,27 @@ impl Gpt2Model {
         self.format
     }
 
-    /// Bytes of the big matrices and their biases: what a decoding step reads at least once.
+    /// Bytes of every parameter held, each in the format it is kept in: the matrices, their
+    /// biases, the layer norms, wte and wpe (the count behind the 497 MB for gpt2 in
+    /// f32, its roofline's and memory budget's "weight bytes"; a decoding step reads all of it
+    /// but the other rows of wpe).
     pub fn weight_bytes(&self) -> usize {
+        let tensor = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let norm = |ln: &LayerNorm| tensor(&ln.weight) + tensor(&ln.bias);
         let blocks: usize = self
             .h
             .iter()
             .map(|b| {
-                [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj]
+                let convs = [&b.attn.c_attn, &b.attn.c_proj, &b.mlp.c_fc, &b.mlp.c_proj];
+                convs
                     .iter()
-                    .map(|c| c.weight_t.bytes() + c.bias.elem_count() * 4)
+                    .map(|c| c.weight_t.bytes() + tensor(&c.bias))
                     .sum::<usize>()
+                    + norm(&b.ln_1)
+                    + norm(&b.ln_2)
             })
             .sum();
-        blocks + self.wte.bytes()
+        blocks + self.wte.bytes() + tensor(&self.wpe) + norm(&self.ln_f)
     }
 
     pub fn device(&self) -> &Device {
@@ -379,7 +387,8 @@ impl Gpt2Model {
     ) -> Result<BaseOutput> {
         let cfg = &self.config;
         let past = cache.as_ref().map(|c| c.seq_len()).unwrap_or(0);
-        let inputs_embeds = match (args.input_ids, args.inputs_embeds) {
+        // The input's shape first, so everything below is checked before anything is computed.
+        let (b, t) = match (args.input_ids, args.inputs_embeds) {
             (Some(_), Some(_)) => {
                 return Err(Error::Input(
                     "give either input_ids or inputs_embeds, not both".into(),
@@ -390,9 +399,18 @@ impl Gpt2Model {
                     "input_ids or inputs_embeds is required".into(),
                 ))
             }
-            (Some(ids), None) => self.embed_tokens(ids)?,
+            (Some(ids), None) => match *ids.dims() {
+                [t] => (1, t),
+                [b, t] => (b, t),
+                _ => {
+                    return Err(Error::Input(format!(
+                        "input_ids must be [batch, seq], got {:?}",
+                        ids.dims()
+                    )))
+                }
+            },
             (None, Some(e)) => {
-                let (_, _, n) = e.dims3().map_err(|_| {
+                let (b, t, n) = e.dims3().map_err(|_| {
                     Error::Input(format!(
                         "inputs_embeds must be [batch, seq, n_embd], got {:?}",
                         e.dims()
@@ -404,10 +422,9 @@ impl Gpt2Model {
                         cfg.n_embd
                     )));
                 }
-                e.to_dtype(DType::F32)?
+                (b, t)
             }
         };
-        let (b, t, _) = inputs_embeds.dims3()?;
         if t == 0 {
             return Err(Error::Input("the input is empty (no tokens)".into()));
         }
@@ -447,23 +464,17 @@ impl Gpt2Model {
                 cfg.n_positions
             )));
         }
-        let pos = Tensor::from_vec(position_ids.concat(), (b * t,), &self.device)?;
-        let position_embeds = self
-            .wpe
-            .index_select(&pos, 0)?
-            .reshape((b, t, cfg.n_embd))?;
-        let mut hidden = (inputs_embeds + position_embeds)?;
-        if let Some(tt) = args.token_type_ids {
-            hidden = (hidden + self.embed_tokens(tt)?)?;
-        }
-        let mut hidden = dropout(&hidden, cfg.embd_pdrop, args.train)?;
-
-        let mut all_hidden = args.output_hidden_states.then(Vec::new);
-        let mut all_attn = args.output_attentions.then(Vec::new);
         // The fused forward (fused.rs) on the CPU, unless asked otherwise or something it does
         // not do (attention maps, dropout) is wanted.
         let fused =
             !args.op_by_op && !args.output_attentions && !args.train && self.device.is_cpu();
+        if let (true, Some(c)) = (fused, cache.as_deref_mut()) {
+            // Every layer's room at once, before any working rows (see Cache::reserve_all).
+            c.reserve_all((b, cfg.n_head, t, cfg.n_embd / cfg.n_head))?;
+        }
+        let positions = position_ids.concat();
+        let mut all_hidden = args.output_hidden_states.then(Vec::new);
+        let mut all_attn = args.output_attentions.then(Vec::new);
         if fused {
             let e = cfg.n_embd;
             let padded = mask_rows
@@ -473,9 +484,7 @@ impl Gpt2Model {
             let mut own = Cache::new(if cache.is_some() { 0 } else { cfg.n_layer });
             let owned = cache.is_none();
             let cache = cache.unwrap_or(&mut own);
-            let mut x = hidden.flatten_all()?.to_vec1::<f32>()?;
-            // The layers work on x alone: the embeddings' tensor need not wait for them.
-            drop(hidden);
+            let mut x = self.embed_fused(args, &positions)?;
             for (i, block) in self.h.iter().enumerate() {
                 if let Some(hs) = all_hidden.as_mut() {
                     hs.push(Tensor::from_slice(&x, (b, t, e), &self.device)?);
@@ -489,9 +498,8 @@ impl Gpt2Model {
             if t > 1 && b * t > super::matvec::MAX_ROWS {
                 cache.scratch = Default::default();
             }
-            let hidden = self
-                .ln_f
-                .forward(&Tensor::from_vec(x, (b, t, e), &self.device)?)?;
+            super::fused::layer_norm_in_place(&self.ln_f, &mut x)?;
+            let hidden = Tensor::from_vec(x, (b, t, e), &self.device)?;
             if let Some(hs) = all_hidden.as_mut() {
                 hs.push(hidden.clone());
             }
@@ -502,6 +510,21 @@ impl Gpt2Model {
             });
         }
 
+        let inputs_embeds = match (args.input_ids, args.inputs_embeds) {
+            (Some(ids), _) => self.embed_tokens(ids)?,
+            (None, Some(e)) => e.to_dtype(DType::F32)?,
+            (None, None) => unreachable!("checked above"),
+        };
+        let pos = Tensor::from_vec(positions, (b * t,), &self.device)?;
+        let position_embeds = self
+            .wpe
+            .index_select(&pos, 0)?
+            .reshape((b, t, cfg.n_embd))?;
+        let mut hidden = (inputs_embeds + position_embeds)?;
+        if let Some(tt) = args.token_type_ids {
+            hidden = (hidden + self.embed_tokens(tt)?)?;
+        }
+        let mut hidden = dropout(&hidden, cfg.embd_pdrop, args.train)?;
         let mask = attention_bias(mask_rows.as_deref(), b, past, t, &self.device)?;
         for (i, block) in self.h.iter().enumerate() {
             if let Some(hs) = all_hidden.as_mut() {
@@ -532,7 +555,9 @@ impl Gpt2Model {
         })
     }
 
-    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+    /// Token ids `[batch, seq]` (or `[seq]`) as one row-major list, each checked against the
+    /// vocabulary, and the shape.
+    fn token_ids(&self, ids: &Tensor) -> Result<(Vec<u32>, usize, usize)> {
         let rows = to_u32_rows(ids, "input_ids")?;
         let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
         let vocab = self.config.vocab_size;
@@ -541,8 +566,50 @@ impl Gpt2Model {
                 "token id {bad} is outside the vocabulary (vocab_size {vocab})"
             )));
         }
-        let flat = Tensor::from_vec(rows.concat(), (b * t,), &self.device)?;
+        Ok((rows.concat(), b, t))
+    }
+
+    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+        let (flat, b, t) = self.token_ids(ids)?;
+        let n = flat.len();
+        let flat = Tensor::from_vec(flat, (n,), &self.device)?;
         Ok(self.wte.rows(&flat)?.reshape((b, t, self.config.n_embd))?)
+    }
+
+    /// The embeddings (tokens + positions + token types) as the fused forward's rows, built in
+    /// the one buffer the layers then work on: the op-by-op sum's tensors would be three more
+    /// copies of a prompt's rows, each freed before the next allocation.
+    fn embed_fused(&self, args: &ForwardArgs, positions: &[u32]) -> Result<Vec<f32>> {
+        let e = self.config.n_embd;
+        let mut x = match (args.input_ids, args.inputs_embeds) {
+            (Some(ids), _) => {
+                let (flat, _, _) = self.token_ids(ids)?;
+                let mut x = vec![0f32; flat.len() * e];
+                self.wte.rows_into(&flat, &mut x)?;
+                x
+            }
+            (None, Some(embeds)) => embeds.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            (None, None) => unreachable!("checked by forward_base"),
+        };
+        with_f32(&self.wpe, |wpe| {
+            for (row, &p) in x.chunks_exact_mut(e).zip(positions) {
+                let at = &wpe[p as usize * e..][..e];
+                row.iter_mut().zip(at).for_each(|(a, b)| *a += b);
+            }
+        })
+        .ok_or_else(|| Error::Input("wpe must be a contiguous f32 CPU tensor".into()))?;
+        if let Some(tt) = args.token_type_ids {
+            let (flat, _, _) = self.token_ids(tt)?;
+            if flat.len() * e != x.len() {
+                return Err(Error::Input(
+                    "token_type_ids must be shaped like the input".into(),
+                ));
+            }
+            let mut types = vec![0f32; x.len()];
+            self.wte.rows_into(&flat, &mut types)?;
+            x.iter_mut().zip(&types).for_each(|(a, b)| *a += b);
+        }
+        Ok(x)
     }
 }
 
@@ -573,6 +640,12 @@ impl Gpt2LmHeadModel {
 
     pub fn config(&self) -> &Config {
         &self.transformer.config
+    }
+
+    /// [`Gpt2Model::weight_bytes`], plus lm_head's own matrix when it is not tied to wte.
+    pub fn weight_bytes(&self) -> usize {
+        let own = if self.tied { 0 } else { self.lm_head.bytes() };
+        self.transformer.weight_bytes() + own
     }
 
     /// GPT2LMHeadModel.forward. `args.logits_to_keep` > 0 computes logits for only that many

@@ -255,6 +255,40 @@ impl Weight {
         }
     }
 
+    /// Rows `ids` as f32 into `out` (`[ids.len(), k]`): an embedding lookup straight into the
+    /// fused forward's rows. Ids must be below the matrix's row count.
+    pub(crate) fn rows_into(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        let k = self.dims().1.max(1);
+        let rows = out.chunks_exact_mut(k).zip(ids);
+        let done = match self {
+            Weight::Quant(q) => {
+                rows.for_each(|(row, &id)| q.dequantize_row(id as usize, row));
+                Some(())
+            }
+            Weight::Float(t) => {
+                fn copy<'a, W: Element + candle_core::WithDType>(
+                    t: &Tensor,
+                    rows: impl Iterator<Item = (&'a mut [f32], &'a u32)>,
+                    k: usize,
+                ) -> Option<()> {
+                    with_slice::<W, _>(t, |w| {
+                        for (row, &id) in rows {
+                            let src = &w[id as usize * k..][..k];
+                            row.iter_mut().zip(src).for_each(|(o, v)| *o = v.to_f32());
+                        }
+                    })
+                }
+                match t.dtype() {
+                    DType::F32 => copy::<f32>(t, rows, k),
+                    DType::F16 => copy::<f16>(t, rows, k),
+                    DType::BF16 => copy::<bf16>(t, rows, k),
+                    _ => None,
+                }
+            }
+        };
+        done.ok_or_else(|| Error::Input("weights must be contiguous CPU tensors".into()))
+    }
+
     /// Rows `ids` as f32 `[ids.len(), k]` (an embedding lookup).
     pub fn rows(&self, ids: &Tensor) -> Result<Tensor> {
         match self {
@@ -262,9 +296,7 @@ impl Weight {
             Weight::Quant(q) => {
                 let ids = ids.to_dtype(DType::U32)?.to_vec1::<u32>()?;
                 let mut out = vec![0f32; ids.len() * q.k];
-                for (row, &id) in out.chunks_mut(q.k.max(1)).zip(&ids) {
-                    q.dequantize_row(id as usize, row);
-                }
+                self.rows_into(&ids, &mut out)?;
                 Ok(Tensor::from_vec(out, (ids.len(), q.k), &Device::Cpu)?)
             }
         }
