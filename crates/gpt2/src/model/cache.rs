@@ -142,17 +142,6 @@ impl Cache {
         Ok(self.layers[i].as_mut().expect("just made"))
     }
 
-    /// Room in every layer for `t` more positions of the fused forward's f32 `[b, h, t, d]`
-    /// rows, asked for before a forward allocates its working rows: buffers made layer by layer
-    /// between the rows' allocations left holes that the next prompt's did not fit, and a
-    /// process's memory crept up by a few MB from one prompt to the next.
-    pub(crate) fn reserve_all(&mut self, shape: (usize, usize, usize, usize)) -> Result<()> {
-        for i in 0..self.layers.len() {
-            self.reserve(i, shape, DType::F32, &Device::Cpu)?;
-        }
-        Ok(())
-    }
-
     /// Room in layer `i` for `t` more positions of the fused forward's f32 `[b, h, t, d]` rows
     /// (a prompt taken in chunks asks for all of it first).
     pub(crate) fn reserve_rows(

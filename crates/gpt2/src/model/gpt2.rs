@@ -468,10 +468,6 @@ impl Gpt2Model {
         // not do (attention maps, dropout) is wanted.
         let fused =
             !args.op_by_op && !args.output_attentions && !args.train && self.device.is_cpu();
-        if let (true, Some(c)) = (fused, cache.as_deref_mut()) {
-            // Every layer's room at once, before any working rows (see Cache::reserve_all).
-            c.reserve_all((b, cfg.n_head, t, cfg.n_embd / cfg.n_head))?;
-        }
         let positions = position_ids.concat();
         let mut all_hidden = args.output_hidden_states.then(Vec::new);
         let mut all_attn = args.output_attentions.then(Vec::new);
