@@ -14,6 +14,8 @@ use std::collections::BinaryHeap;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
+use crate::vocab::Index;
+
 const NO_RANK: u32 = u32::MAX;
 /// Marks a byte the vocabulary has no token for.
 const NO_ID: u32 = u32::MAX;
@@ -35,8 +37,12 @@ pub(crate) struct Bpe {
     ranks: FxHashMap<u64, u32>,
     /// Merge rank -> the merged token.
     merged: Vec<u32>,
-    /// Pieces whose whole byte string comes out as this single token.
-    whole: FxHashMap<Box<[u8]>, u32>,
+    /// The bytes each id decodes to: id `i`'s are `bytes[offsets[i]..offsets[i + 1]]` (none
+    /// for an id the vocabulary lacks).
+    bytes: Vec<u8>,
+    offsets: Vec<u32>,
+    /// Ids whose bytes, taken as a piece, come out as that single id, keyed by those bytes.
+    whole: Index,
 }
 
 /// One token of a piece being merged, with the rank of the pair it starts.
@@ -47,14 +53,15 @@ struct Part {
 }
 
 impl Bpe {
-    /// `merges` holds (left, right, merged) ids in rank order. `tokens` lists every model token's
-    /// bytes, to find those that are answered whole; with `ignore_merges` (a `tokenizers` option)
-    /// every token is.
+    /// `merges` holds (left, right, merged) ids in rank order; `bytes` and `offsets` what each
+    /// id decodes to. `candidates` lists the ids spelled in the byte alphabet, to find those that
+    /// are answered whole; with `ignore_merges` (a `tokenizers` option) every one of them is.
     pub(crate) fn new(
         byte_ids: [u32; 256],
         unk: Option<u32>,
         merges: &[(u32, u32, u32)],
-        tokens: &[(Vec<u8>, u32)],
+        (bytes, offsets): (Vec<u8>, Vec<u32>),
+        candidates: &[u32],
         ignore_merges: bool,
     ) -> Bpe {
         let mut ranks = FxHashMap::default();
@@ -70,30 +77,46 @@ impl Bpe {
             unk,
             ranks,
             merged,
-            whole: FxHashMap::default(),
+            bytes,
+            offsets,
+            whole: Index::default(),
         };
         // Checking every token costs one merge each (~50k for GPT-2): spread over the cores.
-        let kept: Vec<(Box<[u8]>, u32)> = tokens
+        let kept: Vec<u32> = candidates
             .par_iter()
-            .filter(|(bytes, _)| bytes.len() >= 2)
+            .filter(|&&id| bpe.token_bytes(id).len() >= 2)
             .map_init(
                 || (Vec::new(), Vec::new()),
-                |(out, parts), (bytes, id)| {
+                |(out, parts), &id| {
                     out.clear();
                     if !ignore_merges {
-                        bpe.merge(bytes, out, parts);
+                        bpe.merge(bpe.token_bytes(id), out, parts);
                     }
-                    (ignore_merges || out[..] == [*id])
-                        .then(|| (bytes.clone().into_boxed_slice(), *id))
+                    (ignore_merges || out[..] == [id]).then_some(id)
                 },
             )
             .flatten()
             .collect();
-        let mut whole = FxHashMap::default();
-        whole.reserve(kept.len());
-        whole.extend(kept);
+        let mut whole = Index::with_capacity(kept.len());
+        for &id in &kept {
+            let (start, end) = (bpe.offsets[id as usize], bpe.offsets[id as usize + 1]);
+            let len = (end - start) as usize;
+            whole.insert(&bpe.bytes, start as usize, len, id);
+        }
         bpe.whole = whole;
         bpe
+    }
+
+    /// The bytes id `id` decodes to (empty for an id the vocabulary lacks).
+    #[inline]
+    pub(crate) fn token_bytes(&self, id: u32) -> &[u8] {
+        match (
+            self.offsets.get(id as usize),
+            self.offsets.get(id as usize + 1),
+        ) {
+            (Some(&a), Some(&b)) => &self.bytes[a as usize..b as usize],
+            _ => &[],
+        }
     }
 
     pub(crate) fn num_merges(&self) -> usize {
@@ -118,7 +141,7 @@ impl Bpe {
     pub(crate) fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, parts: &mut Vec<u32>) {
         if let [b] = piece {
             self.push_byte(*b, out);
-        } else if let Some(&id) = self.whole.get(piece) {
+        } else if let Some(id) = self.whole.get(piece, &self.bytes) {
             out.push(id);
         } else {
             self.merge(piece, out, parts);

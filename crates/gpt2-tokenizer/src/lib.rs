@@ -26,6 +26,7 @@ mod stream;
 mod tokenizer;
 mod unicode;
 mod unicode_tables;
+mod vocab;
 
 pub use added::AddedToken;
 pub use error::{Error, Result};

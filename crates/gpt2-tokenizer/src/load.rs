@@ -1,19 +1,24 @@
 //! Reading tokenizer files (vocab.json, merges.txt, tokenizer.json, tokenizer_config.json) into
 //! a plain description; `Tokenizer` builds from it.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rustc_hash::FxHashMap;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::added::AddedToken;
 use crate::error::{Error, Result};
 
 /// Everything a tokenizer is built from, whatever the files were.
+/// Strings are borrowed from the files' text where they can be: GPT-2's 50k tokens and 50k
+/// merges are then no allocations at all until the tokenizer copies them into its own buffers.
 #[derive(Debug, Clone)]
-pub(crate) struct Spec {
-    pub vocab: FxHashMap<String, u32>,
-    pub merges: Vec<(String, String)>,
+pub(crate) struct Spec<'a> {
+    /// (token, id) in file order.
+    pub vocab: Vec<(Cow<'a, str>, u32)>,
+    pub merges: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     pub added: Vec<AddedToken>,
     pub add_prefix_space: bool,
     pub use_regex: bool,
@@ -44,15 +49,68 @@ fn unsupported(path: &Path, msg: impl Into<String>) -> Error {
     }
 }
 
-pub(crate) fn parse_vocab_json(text: &str, path: &Path) -> Result<FxHashMap<String, u32>> {
-    serde_json::from_str(text).map_err(|source| Error::Json {
+/// A JSON string, borrowed from the text unless it has escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a token string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Str<'a>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Str<'a>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// A JSON object of token -> id, in file order.
+struct Entries<'a>(Vec<(Cow<'a, str>, u32)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Entries<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of token ids")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Entries<'a>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some((Str(token), id)) = map.next_entry::<Str<'a>, u32>()? {
+                    out.push((token, id));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// vocab.json: token -> id.
+pub(crate) fn parse_vocab_json<'a>(text: &'a str, path: &Path) -> Result<Vec<(Cow<'a, str>, u32)>> {
+    let Entries(vocab) = serde_json::from_str(text).map_err(|source| Error::Json {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    Ok(vocab)
 }
 
 /// merges.txt: an optional `#version` line, then one `left right` pair per line, best first.
-pub(crate) fn parse_merges_txt(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_merges_txt<'a>(
+    text: &'a str,
+    path: &Path,
+) -> Result<Vec<(Cow<'a, str>, Cow<'a, str>)>> {
     let mut merges = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if (i == 0 && line.starts_with("#version")) || line.is_empty() {
@@ -61,7 +119,7 @@ pub(crate) fn parse_merges_txt(text: &str, path: &Path) -> Result<Vec<(String, S
         let mut parts = line.split(' ');
         match (parts.next(), parts.next(), parts.next()) {
             (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => {
-                merges.push((a.to_string(), b.to_string()))
+                merges.push((Cow::Borrowed(a), Cow::Borrowed(b)))
             }
             _ => {
                 return Err(Error::MergesLine {
@@ -130,13 +188,105 @@ fn byte_level(pre: &Value, path: &Path) -> Result<(bool, bool)> {
     }
 }
 
-pub(crate) fn parse_tokenizer_json(text: &str, path: &Path) -> Result<Spec> {
-    let v: Value = serde_json::from_str(text).map_err(|source| Error::Json {
+/// tokenizer.json, as far as this crate reads it: the vocabulary and merges borrowed from the
+/// text (a `Value` of the whole document held a string per token and per merge), the rest as
+/// small `Value`s.
+#[derive(serde::Deserialize)]
+struct Document<'a> {
+    #[serde(borrow)]
+    model: Option<ModelPart<'a>>,
+    normalizer: Option<Value>,
+    pre_tokenizer: Option<Value>,
+    post_processor: Option<Value>,
+    added_tokens: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ModelPart<'a> {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    dropout: Option<Value>,
+    continuing_subword_prefix: Option<Value>,
+    end_of_word_suffix: Option<Value>,
+    byte_fallback: Option<Value>,
+    ignore_merges: Option<Value>,
+    unk_token: Option<Value>,
+    #[serde(borrow)]
+    vocab: Option<Entries<'a>>,
+    #[serde(borrow)]
+    merges: Option<Vec<Merge<'a>>>,
+}
+
+/// One of model.merges: "left right" (older files) or ["left", "right"] (newer: tokens may
+/// hold spaces), borrowed from the text; anything else is kept to be refused with its index.
+/// (A pair's elements are read as merges too: two strings make the pair.)
+enum Merge<'a> {
+    Joined(Cow<'a, str>),
+    Pair(Cow<'a, str>, Cow<'a, str>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Merge<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Merge<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a merge")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Merge<'a>, E> {
+                Ok(Merge::Joined(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Merge<'a>, E> {
+                Ok(Merge::Joined(Cow::Owned(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Merge<'a>, A::Error> {
+                let mut parts = Vec::with_capacity(2);
+                while let Some(p) = seq.next_element::<Merge<'a>>()? {
+                    parts.push(p);
+                }
+                Ok(match <[Merge<'a>; 2]>::try_from(parts) {
+                    Ok([Merge::Joined(a), Merge::Joined(b)]) => Merge::Pair(a, b),
+                    _ => Merge::Other,
+                })
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Merge<'a>, E> {
+                Ok(Merge::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Merge<'a>, E> {
+                Ok(Merge::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Merge<'a>, E> {
+                Ok(Merge::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Merge<'a>, E> {
+                Ok(Merge::Other)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Merge<'a>, E> {
+                Ok(Merge::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Merge<'a>, A::Error> {
+                while map.next_entry::<Value, Value>()?.is_some() {}
+                Ok(Merge::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+pub(crate) fn parse_tokenizer_json<'a>(text: &'a str, path: &Path) -> Result<Spec<'a>> {
+    let doc: Document<'a> = serde_json::from_str(text).map_err(|source| Error::Json {
         path: path.to_path_buf(),
         source,
     })?;
-    let model = v.get("model").ok_or_else(|| format(path, "no \"model\""))?;
-    if let Some(t) = model.get("type").and_then(Value::as_str) {
+    let model = doc.model.ok_or_else(|| format(path, "no \"model\""))?;
+    if let Some(t) = model.kind.as_ref().and_then(Value::as_str) {
         if t != "BPE" {
             return Err(unsupported(
                 path,
@@ -145,31 +295,37 @@ pub(crate) fn parse_tokenizer_json(text: &str, path: &Path) -> Result<Spec> {
         }
     }
     if model
-        .get("dropout")
-        .is_some_and(|d| !d.is_null() && d.as_f64() != Some(0.0))
+        .dropout
+        .as_ref()
+        .is_some_and(|d| d.as_f64() != Some(0.0))
     {
         return Err(unsupported(path, "BPE dropout"));
     }
-    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-        if model
-            .get(key)
+    for (key, v) in [
+        (
+            "continuing_subword_prefix",
+            &model.continuing_subword_prefix,
+        ),
+        ("end_of_word_suffix", &model.end_of_word_suffix),
+    ] {
+        if v.as_ref()
             .and_then(Value::as_str)
             .is_some_and(|s| !s.is_empty())
         {
             return Err(unsupported(path, format!("BPE {key}")));
         }
     }
-    if flag(model, "byte_fallback", false) {
+    if model.byte_fallback.as_ref().and_then(Value::as_bool) == Some(true) {
         return Err(unsupported(path, "BPE byte_fallback"));
     }
-    if !v.get("normalizer").is_none_or(Value::is_null) {
+    if doc.normalizer.is_some() {
         return Err(unsupported(path, "a normalizer (GPT-2 has none)"));
     }
-    let (add_prefix_space, use_regex) = match v.get("pre_tokenizer") {
-        None | Some(Value::Null) => (false, false),
+    let (add_prefix_space, use_regex) = match &doc.pre_tokenizer {
+        None => (false, false),
         Some(pre) => byte_level(pre, path)?,
     };
-    if let Some(post) = v.get("post_processor").filter(|p| !p.is_null()) {
+    if let Some(post) = &doc.post_processor {
         let adds_tokens = post
             .get("single")
             .and_then(Value::as_array)
@@ -181,50 +337,42 @@ pub(crate) fn parse_tokenizer_json(text: &str, path: &Path) -> Result<Spec> {
             ));
         }
     }
-
-    let vocab_obj = model
-        .get("vocab")
-        .and_then(Value::as_object)
+    let ignore_merges = model.ignore_merges.as_ref().and_then(Value::as_bool) == Some(true);
+    let unk_token = model
+        .unk_token
+        .as_ref()
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let Entries(vocab) = model
+        .vocab
         .ok_or_else(|| format(path, "no model.vocab object"))?;
-    let mut vocab = FxHashMap::default();
-    vocab.reserve(vocab_obj.len());
-    for (token, id) in vocab_obj {
-        vocab.insert(
-            token.clone(),
-            as_id(id, &format!("model.vocab[{token:?}]"), path)?,
-        );
-    }
     let merges = model
-        .get("merges")
-        .and_then(Value::as_array)
+        .merges
         .ok_or_else(|| format(path, "no model.merges array"))?
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, m)| match m {
-            // Older files: "left right"; newer: ["left", "right"] (tokens may hold spaces).
-            Value::String(s) => match s.split(' ').collect::<Vec<_>>().as_slice() {
-                [a, b] => Ok((a.to_string(), b.to_string())),
+            Merge::Pair(a, b) => Ok((a, b)),
+            Merge::Joined(s) => match s.split_once(' ') {
+                Some((a, b)) if !b.contains(' ') => Ok(match s {
+                    Cow::Borrowed(s) => {
+                        let (a, b) = s.split_once(' ').expect("just split");
+                        (Cow::Borrowed(a), Cow::Borrowed(b))
+                    }
+                    Cow::Owned(_) => (Cow::Owned(a.to_string()), Cow::Owned(b.to_string())),
+                }),
                 _ => Err(format(
                     path,
                     format!("model.merges[{i}] {s:?} is not \"left right\""),
                 )),
             },
-            Value::Array(pair) => match pair.as_slice() {
-                [Value::String(a), Value::String(b)] => Ok((a.clone(), b.clone())),
-                _ => Err(format(
-                    path,
-                    format!("model.merges[{i}] is not a pair of strings"),
-                )),
-            },
-            other => Err(format(
-                path,
-                format!("model.merges[{i}] {other} is not a merge"),
-            )),
+            Merge::Other => Err(format(path, format!("model.merges[{i}] is not a merge"))),
         })
         .collect::<Result<Vec<_>>>()?;
     let mut added = Vec::new();
-    for t in v
-        .get("added_tokens")
+    for t in doc
+        .added_tokens
+        .as_ref()
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -242,11 +390,8 @@ pub(crate) fn parse_tokenizer_json(text: &str, path: &Path) -> Result<Spec> {
         added,
         add_prefix_space,
         use_regex,
-        ignore_merges: flag(model, "ignore_merges", false),
-        unk_token: model
-            .get("unk_token")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        ignore_merges,
+        unk_token,
         origin: path.to_path_buf(),
     })
 }

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
 
 use crate::added::{AddedToken, AddedVocab, Segment};
 use crate::bpe::Bpe;
@@ -14,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::load::{self, Spec, TokenizerConfig};
 use crate::pretokenize::for_each_piece;
 use crate::stream::DecodeStream;
+use crate::vocab::Vocab;
 
 /// GPT-2's end-of-text token, which is also its BOS and UNK token.
 pub const ENDOFTEXT: &str = "<|endoftext|>";
@@ -24,12 +24,9 @@ pub const GPT2_VOCAB_SIZE: usize = 50257;
 /// The vocabulary and merges: large, immutable, shared between clones.
 #[derive(Debug)]
 struct Model {
-    encoder: FxHashMap<String, u32>,
-    /// Model token of each id (`None` for ids the model does not use).
-    tokens: Vec<Option<String>>,
-    /// Decoded bytes of each model token, concatenated; token `i` is `bytes[offsets[i]..offsets[i + 1]]`.
-    bytes: Vec<u8>,
-    offsets: Vec<u32>,
+    /// Token strings and ids both ways.
+    vocab: Vocab,
+    /// The merges, and the bytes each id decodes to.
     bpe: Bpe,
 }
 
@@ -103,41 +100,53 @@ impl Tokenizer {
             p if p.is_file() => load::parse_tokenizer_config(&load::read(&p)?, &p)?,
             _ => TokenizerConfig::default(),
         };
-        let json = dir.join("tokenizer.json");
-        let spec = if json.is_file() {
-            load::parse_tokenizer_json(&load::read(&json)?, &json)?
-        } else if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
-            Self::files_spec(&dir.join("vocab.json"), &dir.join("merges.txt"))?
-        } else {
-            return Err(Error::NoTokenizerFiles {
-                dir: dir.to_path_buf(),
-            });
-        };
         let config = TokenizerConfig {
             add_prefix_space: Some(config.add_prefix_space.unwrap_or(false)),
             ..config
         };
-        Tokenizer::from_spec(spec, config)
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            let text = load::read(&json)?;
+            return Tokenizer::from_spec(load::parse_tokenizer_json(&text, &json)?, config);
+        }
+        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+        if !(vocab.is_file() && merges.is_file()) {
+            return Err(Error::NoTokenizerFiles {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let texts = (load::read(&vocab)?, load::read(&merges)?);
+        Tokenizer::from_spec(Self::files_spec(&texts, &vocab, &merges)?, config)
     }
 
     /// Loads GPT-2-style vocab.json + merges.txt (`<|endoftext|>` is the special token, as
     /// `GPT2Tokenizer` makes it).
     pub fn from_files(vocab: impl AsRef<Path>, merges: impl AsRef<Path>) -> Result<Tokenizer> {
-        let spec = Self::files_spec(vocab.as_ref(), merges.as_ref())?;
+        let (vocab, merges) = (vocab.as_ref(), merges.as_ref());
+        let texts = (load::read(vocab)?, load::read(merges)?);
+        let spec = Self::files_spec(&texts, vocab, merges)?;
         Tokenizer::from_spec(spec, TokenizerConfig::default())
     }
 
     /// Loads a `tokenizers` tokenizer.json (byte-level BPE only).
     pub fn from_tokenizer_json(path: impl AsRef<Path>) -> Result<Tokenizer> {
         let path = path.as_ref();
-        let spec = load::parse_tokenizer_json(&load::read(path)?, path)?;
-        Tokenizer::from_spec(spec, TokenizerConfig::default())
+        let text = load::read(path)?;
+        Tokenizer::from_spec(
+            load::parse_tokenizer_json(&text, path)?,
+            TokenizerConfig::default(),
+        )
     }
 
-    fn files_spec(vocab: &Path, merges: &Path) -> Result<Spec> {
+    /// vocab.json's and merges.txt's text (`texts`), read from `vocab` and `merges`.
+    fn files_spec<'a>(
+        texts: &'a (String, String),
+        vocab: &Path,
+        merges: &Path,
+    ) -> Result<Spec<'a>> {
         Ok(Spec {
-            vocab: load::parse_vocab_json(&load::read(vocab)?, vocab)?,
-            merges: load::parse_merges_txt(&load::read(merges)?, merges)?,
+            vocab: load::parse_vocab_json(&texts.0, vocab)?,
+            merges: load::parse_merges_txt(&texts.1, merges)?,
             added: Vec::new(),
             add_prefix_space: false,
             use_regex: true,
@@ -147,37 +156,43 @@ impl Tokenizer {
         })
     }
 
-    fn from_spec(spec: Spec, config: TokenizerConfig) -> Result<Tokenizer> {
+    fn from_spec(spec: Spec<'_>, config: TokenizerConfig) -> Result<Tokenizer> {
         let bad = |msg: String| Error::Format {
             path: spec.origin.clone(),
             msg,
         };
-        let encoder = spec.vocab;
-        let n = encoder.values().max().map_or(0, |&m| m as usize + 1);
+        let vocab = Vocab::new(&spec.vocab);
+        let n = vocab.id_bound();
         // Ids index tables; a stray huge id would ask for gigabytes.
-        if n > 2 * encoder.len() + (1 << 20) {
+        if n > 2 * vocab.len() + (1 << 20) {
             return Err(bad(format!(
                 "token id {} is far beyond the {} tokens of the vocabulary",
                 n - 1,
-                encoder.len()
+                vocab.len()
             )));
         }
-        let mut tokens: Vec<Option<String>> = vec![None; n];
-        for (t, &id) in &encoder {
-            tokens[id as usize] = Some(t.clone());
-        }
+        // What each id decodes to, and which ids are spelled in the byte alphabet (only those can
+        // come out of the merges whole).
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(n + 1);
+        let mut alphabet = Vec::new();
         offsets.push(0u32);
-        for t in &tokens {
-            if let Some(t) = t {
-                bytes.extend(decoded_bytes(t));
+        for id in 0..n as u32 {
+            if let Some(t) = vocab.token(id) {
+                match token_to_bytes(t) {
+                    Some(b) => {
+                        bytes.extend(b);
+                        alphabet.push(id);
+                    }
+                    None => bytes.extend_from_slice(t.as_bytes()),
+                }
             }
             offsets.push(bytes.len() as u32);
         }
         let mut byte_ids = [u32::MAX; 256];
+        let mut utf8 = [0u8; 4];
         for (b, c) in BYTE_TO_CHAR.iter().enumerate() {
-            if let Some(&id) = encoder.get(c.to_string().as_str()) {
+            if let Some(id) = vocab.get(c.encode_utf8(&mut utf8)) {
                 byte_ids[b] = id;
             }
         }
@@ -185,7 +200,7 @@ impl Tokenizer {
         let mut joined = String::new();
         for (a, b) in &spec.merges {
             let lookup = |t: &str| {
-                encoder.get(t).copied().ok_or_else(|| {
+                vocab.get(t).ok_or_else(|| {
                     bad(format!("merge \"{a} {b}\": {t:?} is not in the vocabulary"))
                 })
             };
@@ -194,23 +209,16 @@ impl Tokenizer {
             joined.push_str(b);
             merges.push((lookup(a)?, lookup(b)?, lookup(&joined)?));
         }
-        let whole: Vec<(Vec<u8>, u32)> = tokens
-            .iter()
-            .enumerate()
-            .filter_map(|(id, t)| Some((token_to_bytes(t.as_deref()?)?, id as u32)))
-            .collect();
-        let unk_model = spec
-            .unk_token
-            .as_deref()
-            .and_then(|u| encoder.get(u).copied());
-        let bpe = Bpe::new(byte_ids, unk_model, &merges, &whole, spec.ignore_merges);
-        let model = Arc::new(Model {
-            encoder,
-            tokens,
-            bytes,
-            offsets,
-            bpe,
-        });
+        let unk_model = spec.unk_token.as_deref().and_then(|u| vocab.get(u));
+        let bpe = Bpe::new(
+            byte_ids,
+            unk_model,
+            &merges,
+            (bytes, offsets),
+            &alphabet,
+            spec.ignore_merges,
+        );
+        let model = Arc::new(Model { vocab, bpe });
 
         let mut added = AddedVocab::default();
         for t in spec.added.into_iter().chain(config.added) {
@@ -253,7 +261,7 @@ impl Tokenizer {
         if let Some(t) = self.added.by_content(content) {
             return Some(t.id);
         }
-        let id = *self.model.encoder.get(content)?;
+        let id = self.model.vocab.get(content)?;
         Arc::make_mut(&mut self.added).insert(AddedToken::special(content, id));
         Some(id)
     }
@@ -430,12 +438,7 @@ impl Tokenizer {
 
     /// Bytes a model token decodes to.
     fn token_len(&self, id: u32) -> usize {
-        match self.model.tokens.get(id as usize) {
-            Some(Some(_)) => {
-                (self.model.offsets[id as usize + 1] - self.model.offsets[id as usize]) as usize
-            }
-            _ => 0,
-        }
+        self.model.bpe.token_bytes(id).len()
     }
 
     /// Token strings back to text (transformers' `convert_tokens_to_string`, GPT-2's ByteLevel
@@ -520,16 +523,12 @@ impl Tokenizer {
             }
             return Ok(());
         }
-        match self.model.tokens.get(id as usize) {
-            Some(Some(_)) => {
-                let (a, b) = (
-                    self.model.offsets[id as usize],
-                    self.model.offsets[id as usize + 1],
-                );
-                out.extend_from_slice(&self.model.bytes[a as usize..b as usize]);
+        match self.model.vocab.token(id) {
+            Some(_) => {
+                out.extend_from_slice(self.model.bpe.token_bytes(id));
                 Ok(())
             }
-            _ => Err(Error::UnknownId {
+            None => Err(Error::UnknownId {
                 id,
                 vocab_size: self.vocab_size(),
             }),
@@ -547,7 +546,7 @@ impl Tokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         match self.added.by_content(token) {
             Some(t) => Some(t.id),
-            None => self.model.encoder.get(token).copied(),
+            None => self.model.vocab.get(token),
         }
     }
 
@@ -555,7 +554,7 @@ impl Tokenizer {
     pub fn id_to_token(&self, id: u32) -> Option<&str> {
         match self.added.by_id(id) {
             Some(t) => Some(&t.content),
-            None => self.model.tokens.get(id as usize)?.as_deref(),
+            None => self.model.vocab.token(id),
         }
     }
 
@@ -593,9 +592,9 @@ impl Tokenizer {
             .added
             .tokens
             .iter()
-            .filter(|t| !self.model.encoder.contains_key(&t.content))
+            .filter(|t| self.model.vocab.get(&t.content).is_none())
             .count();
-        self.model.encoder.len() + extra
+        self.model.vocab.len() + extra
     }
 
     /// The added tokens (`<|endoftext|>` for GPT-2), in the order they were added.

@@ -342,3 +342,53 @@ fn bytes_missing_from_the_vocabulary() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A full-size tokenizer.json (GPT-2's vocabulary and merges, written here from the vendored
+/// files): the same tokens both ways as vocab.json + merges.txt, merges given as strings and
+/// as pairs, tokens written with JSON escapes and without.
+#[test]
+fn tokenizer_json_and_vocab_files_agree() {
+    let vocab = std::fs::read_to_string(Path::new(DATA).join("vocab.json")).unwrap();
+    // The vendored file escapes every non-ASCII character; one token written plainly instead.
+    assert!(vocab.contains("\"\\u0120the\":"));
+    let vocab = vocab.replace("\"\\u0120the\":", "\"Ġthe\":");
+    let merges = std::fs::read_to_string(Path::new(DATA).join("merges.txt")).unwrap();
+    let merges: Vec<String> = merges
+        .lines()
+        .filter(|l| !l.starts_with("#version") && !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            let (a, b) = l.split_once(' ').unwrap();
+            let q = |t: &str| serde_json::to_string(t).unwrap();
+            if i % 2 == 0 {
+                q(l)
+            } else {
+                format!("[{}, {}]", q(a), q(b))
+            }
+        })
+        .collect();
+    let json = format!(
+        r#"{{"added_tokens": [{{"id": 50256, "content": "<|endoftext|>", "special": true}}],
+            "normalizer": null,
+            "pre_tokenizer": {{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}},
+            "model": {{"type": "BPE", "dropout": null, "vocab": {vocab}, "merges": [{}]}}}}"#,
+        merges.join(",")
+    );
+    let d = temp_dir("full-json");
+    let path = d.join("tokenizer.json");
+    std::fs::write(&path, json).unwrap();
+    let from_json = Tokenizer::from_tokenizer_json(&path).unwrap();
+    let builtin = Tokenizer::gpt2();
+    assert_eq!(from_json.vocab_size(), builtin.vocab_size());
+    for id in 0..builtin.vocab_size() as u32 + 1 {
+        assert_eq!(
+            from_json.id_to_token(id),
+            builtin.id_to_token(id),
+            "id {id}"
+        );
+    }
+    assert_eq!(from_json.token_to_id("Ġthe"), Some(262));
+    let text = "Hello world<|endoftext|> it's 12,345 — naïve café 日本語 🤗\n\n  x the theory";
+    assert_eq!(from_json.encode(text), builtin.encode(text));
+    std::fs::remove_dir_all(&d).unwrap();
+}
