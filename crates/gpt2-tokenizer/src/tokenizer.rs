@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::added::{AddedToken, AddedVocab, Segment};
 use crate::bpe::Bpe;
-use crate::byte_level::{bytes_to_token, decoded_bytes, token_to_bytes, BYTE_TO_CHAR};
+use crate::byte_level::{bytes_to_token, decoded_bytes, push_token_bytes, BYTE_TO_CHAR};
 use crate::error::{Error, Result};
 use crate::load::{self, Spec, TokenizerConfig};
 use crate::pretokenize::for_each_piece;
@@ -179,12 +179,10 @@ impl Tokenizer {
         offsets.push(0u32);
         for id in 0..n as u32 {
             if let Some(t) = vocab.token(id) {
-                match token_to_bytes(t) {
-                    Some(b) => {
-                        bytes.extend(b);
-                        alphabet.push(id);
-                    }
-                    None => bytes.extend_from_slice(t.as_bytes()),
+                if push_token_bytes(t, &mut bytes) {
+                    alphabet.push(id);
+                } else {
+                    bytes.extend_from_slice(t.as_bytes());
                 }
             }
             offsets.push(bytes.len() as u32);
