@@ -68,6 +68,7 @@ fn stop_strings_end_generation_once_the_text_contains_them() {
     let opts = GenerateOptions {
         tokenizer: Some(&tok),
         on_step: None,
+        ..Default::default()
     };
     let stopped = generate(&model, prompts(&rows), &c, opts).unwrap();
     assert_eq!(stopped.sequences[0], all.sequences[0][..rows[0].len() + 3]);
@@ -102,6 +103,7 @@ fn streaming_sees_every_step_and_can_stop() {
         GenerateOptions {
             tokenizer: None,
             on_step: Some(&mut on_step),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -119,6 +121,7 @@ fn streaming_sees_every_step_and_can_stop() {
     let opts = GenerateOptions {
         tokenizer: None,
         on_step: Some(&mut noop),
+        ..Default::default()
     };
     assert!(generate(&model, prompts(&rows), &beams, opts).is_err());
 }
@@ -192,6 +195,7 @@ fn text_streamer_yields_the_decoded_text_in_whole_characters() {
     let opts = GenerateOptions {
         tokenizer: Some(&tok),
         on_step: Some(&mut on_step),
+        ..Default::default()
     };
     let out = generate(&model, prompts(&rows), &c, opts).unwrap();
     streamer.end();
@@ -215,7 +219,43 @@ fn text_streamer_yields_the_decoded_text_in_whole_characters() {
     let opts = GenerateOptions {
         tokenizer: Some(&tok),
         on_step: Some(&mut on_step),
+        ..Default::default()
     };
     let out = generate(&model, prompts(&rows), &c, opts).unwrap();
     assert!(out.sequences[0].len() < rows[0].len() + 24);
+}
+
+#[test]
+fn token_logprobs_are_the_normalized_transition_scores() {
+    // Recorded as the search goes, they must equal transition_scores(true) computed from every
+    // step's kept scores: greedy with an eos that pads a finished row, seeded sampling with
+    // warpers (scores of -inf), contrastive search.
+    let model = load("tiny");
+    let rows = vec![vec![1, 2, 3], vec![4, 5, 6]];
+    for json in [
+        serde_json::json!({"max_new_tokens": 9, "eos_token_id": 7, "pad_token_id": 0}),
+        serde_json::json!({"do_sample": true, "max_new_tokens": 9, "top_k": 5, "top_p": 0.9,
+            "temperature": 0.7, "seed": 5, "eos_token_id": null, "num_return_sequences": 2}),
+        serde_json::json!({"penalty_alpha": 0.6, "top_k": 4, "max_new_tokens": 6,
+            "eos_token_id": null}),
+    ] {
+        let mut c = cfg(json.clone());
+        c.return_dict_in_generate = true;
+        c.output_scores = true;
+        let opts = GenerateOptions {
+            token_logprobs: true,
+            ..Default::default()
+        };
+        let out = generate(&model, prompts(&rows), &c, opts).unwrap();
+        let want = out.transition_scores(true).unwrap();
+        let got = out.token_logprobs.as_ref().expect("asked for");
+        assert_eq!(got.len(), out.sequences.len(), "{json}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{json}");
+        }
+        assert!(got.iter().flatten().all(|&l| l <= 0.0 && l > f32::NEG_INFINITY));
+        // Not asked for: none kept.
+        let plain = generate(&model, prompts(&rows), &c, GenerateOptions::default()).unwrap();
+        assert!(plain.token_logprobs.is_none());
+    }
 }

@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use super::beam::top_k;
 use super::processors::build_processors;
 use super::runner::Runner;
-use super::sample::softmax_in_place;
+use super::sample::{chosen_logprob, softmax_in_place};
 use super::{GenerateOptions, GenerateOutput, GenerationConfig, Plan};
 use crate::error::{Error, Result};
 use crate::model::Gpt2LmHeadModel;
@@ -63,6 +63,7 @@ pub(crate) fn run(
         .collect();
     let mut logits = first.logits;
     let mut unfinished = vec![true; batch];
+    let mut logprobs = opts.token_logprobs.then(|| vec![Vec::new(); batch]);
 
     while rows[0].len() < plan.max_length {
         let raw = logits.clone();
@@ -73,9 +74,6 @@ pub(crate) fn run(
             let mut probs = row.to_vec();
             softmax_in_place(&mut probs);
             candidates.push(top_k(&probs, k));
-        }
-        if let Some(s) = out.scores.as_mut() {
-            s.push(scores);
         }
         if let Some(l) = out.logits.as_mut() {
             l.push(raw);
@@ -133,6 +131,14 @@ pub(crate) fn run(
                 pad.ok_or_else(|| Error::Input("finished rows need a pad_token_id".into()))?
             });
         }
+        if let Some(lp) = logprobs.as_mut() {
+            for ((row, row_scores), &t) in lp.iter_mut().zip(scores.chunks(v)).zip(&next) {
+                row.push(chosen_logprob(row_scores, t as usize));
+            }
+        }
+        if let Some(s) = out.scores.as_mut() {
+            s.push(scores);
+        }
         for (row, &t) in rows.iter_mut().zip(&next) {
             row.push(t);
         }
@@ -148,5 +154,6 @@ pub(crate) fn run(
         }
     }
     out.sequences = rows;
+    out.token_logprobs = logprobs;
     Ok(out)
 }

@@ -47,6 +47,9 @@ pub struct GenerateOptions<'a> {
     pub tokenizer: Option<&'a Tokenizer>,
     /// Streaming: the tokens of each step as they are chosen. Not with beam methods.
     pub on_step: Option<&'a mut OnStep<'a>>,
+    /// Record [`GenerateOutput::token_logprobs`] (greedy, sampling and contrastive search): the
+    /// chosen tokens' log-probabilities without keeping every step's scores.
+    pub token_logprobs: bool,
 }
 
 /// `GenerateDecoderOnlyOutput` / `GenerateBeamDecoderOnlyOutput`.
@@ -64,6 +67,11 @@ pub struct GenerateOutput {
     pub scores: Option<Vec<Vec<f32>>>,
     /// Per step, the raw logits of every row searched (rows x vocab).
     pub logits: Option<Vec<Vec<f32>>>,
+    /// Asked for with [`GenerateOptions::token_logprobs`]: per row and step, the log-probability
+    /// of the chosen token under that step's processed scores, what
+    /// `transition_scores(true)` gives from [`Self::scores`], recorded as the search goes
+    /// (the scores themselves are a vocabulary's worth of floats per row and step).
+    pub token_logprobs: Option<Vec<Vec<f32>>>,
     /// Beam methods: for every returned sequence and step, the beam row its token came from
     /// (-1 past its end).
     pub beam_indices: Option<Vec<Vec<i64>>>,

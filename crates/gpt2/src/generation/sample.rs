@@ -19,6 +19,16 @@ pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
     }
 }
 
+/// [`log_softmax_in_place`]'s value at `token`, the row left as it is.
+pub(crate) fn chosen_logprob(row: &[f32], token: usize) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return row[token];
+    }
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    row[token] - max - sum.ln()
+}
+
 pub(crate) fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
@@ -70,6 +80,7 @@ pub(crate) fn run(
     runner.output_attentions = out.attentions.is_some();
     let v = runner.vocab_size();
     let mut unfinished = vec![true; n];
+    let mut logprobs = opts.token_logprobs.then(|| vec![Vec::new(); n]);
     let mut step = runner.prefill(&rows)?;
     while rows[0].len() < plan.max_length {
         let raw = step.logits;
@@ -91,6 +102,11 @@ pub(crate) fn run(
                 argmax(row_scores) as u32
             };
             next.push(token);
+        }
+        if let Some(lp) = logprobs.as_mut() {
+            for ((row, row_scores), &t) in lp.iter_mut().zip(scores.chunks(v)).zip(&next) {
+                row.push(chosen_logprob(row_scores, t as usize));
+            }
         }
         if let Some(s) = out.scores.as_mut() {
             s.push(scores);
@@ -120,5 +136,6 @@ pub(crate) fn run(
         step = runner.step(&next)?;
     }
     out.sequences = rows;
+    out.token_logprobs = logprobs;
     Ok(out)
 }

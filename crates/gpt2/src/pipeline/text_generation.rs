@@ -226,6 +226,7 @@ impl<'a> TextGeneration<'a> {
             GenerateOptions {
                 tokenizer: Some(self.tokenizer),
                 on_step: None,
+                ..Default::default()
             },
         )?;
         let per_prompt = res.sequences.len() / texts.len();
