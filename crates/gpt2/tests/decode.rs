@@ -355,3 +355,40 @@ fn fused_embeddings_match_op_by_op() {
         }
     }
 }
+
+#[test]
+fn a_cache_with_capacity_allocates_once_then_grows() {
+    // Room for 40 positions from the first write: a 5-token prompt and 35 steps fit without
+    // growing; the 41st position grows it, and what it holds stays the same as a cache that
+    // grew all along.
+    let model = load("tiny");
+    let cfg = model.config();
+    let (h, d) = (cfg.n_head, cfg.n_embd / cfg.n_head);
+    let bytes_for = |positions: usize| cfg.n_layer * 2 * h * positions * d * 4;
+    let mut sized = Cache::with_capacity(cfg.n_layer, 40);
+    let mut grown = Cache::new(cfg.n_layer);
+    let prompt = Tensor::new(&[[1u32, 2, 3, 4, 5]], &Device::Cpu).unwrap();
+    for cache in [&mut sized, &mut grown] {
+        model
+            .forward(&ForwardArgs::ids(&prompt), Some(cache))
+            .unwrap();
+    }
+    assert_eq!(sized.bytes(), bytes_for(40));
+    for step in 0..36u32 {
+        let ids = Tensor::new(&[[step % 7 + 1]], &Device::Cpu).unwrap();
+        for cache in [&mut sized, &mut grown] {
+            model.forward(&ForwardArgs::ids(&ids), Some(cache)).unwrap();
+        }
+        if step < 35 {
+            assert_eq!(sized.bytes(), bytes_for(40), "step {step}");
+        }
+    }
+    assert_eq!(sized.seq_len(), 41);
+    assert!(sized.bytes() > bytes_for(40));
+    for layer in 0..cfg.n_layer {
+        let (ks, vs) = sized.layer(layer).unwrap();
+        let (kg, vg) = grown.layer(layer).unwrap();
+        assert_eq!(scaled_error(&ks, &kg), 0.0);
+        assert_eq!(scaled_error(&vs, &vg), 0.0);
+    }
+}

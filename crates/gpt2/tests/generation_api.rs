@@ -253,7 +253,10 @@ fn token_logprobs_are_the_normalized_transition_scores() {
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g, w, "{json}");
         }
-        assert!(got.iter().flatten().all(|&l| l <= 0.0 && l > f32::NEG_INFINITY));
+        assert!(got
+            .iter()
+            .flatten()
+            .all(|&l| l <= 0.0 && l > f32::NEG_INFINITY));
         // Not asked for: none kept.
         let plain = generate(&model, prompts(&rows), &c, GenerateOptions::default()).unwrap();
         assert!(plain.token_logprobs.is_none());

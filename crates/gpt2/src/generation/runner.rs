@@ -36,9 +36,20 @@ fn rows_tensor(rows: &[Vec<u32>]) -> Result<Tensor> {
 
 impl<'m> Runner<'m> {
     pub fn new(model: &'m Gpt2LmHeadModel, mask: Vec<Vec<u32>>) -> Runner<'m> {
+        Runner::with_capacity(model, mask, 0)
+    }
+
+    /// [`Runner::new`] whose cache makes room for `positions` (prompt and new tokens) at once
+    /// ([`Cache::with_capacity`]), capped at the model's n_positions.
+    pub fn with_capacity(
+        model: &'m Gpt2LmHeadModel,
+        mask: Vec<Vec<u32>>,
+        positions: usize,
+    ) -> Runner<'m> {
+        let positions = positions.min(model.config().n_positions);
         Runner {
             model,
-            cache: Cache::new(model.config().n_layer),
+            cache: Cache::with_capacity(model.config().n_layer, positions),
             mask,
             output_hidden_states: false,
             output_attentions: false,

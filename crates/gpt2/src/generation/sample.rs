@@ -75,7 +75,10 @@ pub(crate) fn run(
     let mut rng = Plan::rng(cfg);
     let mut out = plan.output(model, cfg);
 
-    let mut runner = Runner::new(model, mask);
+    // Every row's cache sized for max_length from the start: one allocation, no regrowth.
+    // (Beam and contrastive search reorder and copy their caches every step, so they keep
+    // the growing ones, whose copies are only as long as the sequences so far.)
+    let mut runner = Runner::with_capacity(model, mask, plan.max_length);
     runner.output_hidden_states = out.hidden_states.is_some();
     runner.output_attentions = out.attentions.is_some();
     let v = runner.vocab_size();

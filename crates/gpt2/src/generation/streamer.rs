@@ -17,7 +17,7 @@ use gpt2_tokenizer::{DecodeStream, Tokenizer};
 /// });
 /// let mut on_step = |tokens: &[u32]| streamer.put(tokens);
 /// let prompts = Prompts { input_ids: &ids, attention_mask: None };
-/// let opts = GenerateOptions { tokenizer: Some(tok), on_step: Some(&mut on_step) };
+/// let opts = GenerateOptions { tokenizer: Some(tok), on_step: Some(&mut on_step), ..Default::default() };
 /// generate(&p.model, prompts, &cfg, opts)?;
 /// streamer.end(); // whatever an unfinished character left
 /// # Ok(()) }

@@ -20,6 +20,9 @@ pub struct Cache {
     /// Buffers the fused decode step reuses from one token to the next (it lives as long as
     /// the sequence, as this cache does), so a step allocates nothing once warm.
     pub(crate) scratch: StepScratch,
+    /// Positions each layer's buffers get at their first write, when more than the write asks
+    /// for (see [`Cache::with_capacity`]).
+    capacity: usize,
 }
 
 /// The fused forward's working rows (see fused.rs); sized on first use. Each buffer serves
@@ -61,15 +64,25 @@ impl Clone for Cache {
         Cache {
             layers,
             scratch: StepScratch::default(),
+            capacity: self.capacity,
         }
     }
 }
 
 impl Cache {
     pub fn new(n_layer: usize) -> Cache {
+        Cache::with_capacity(n_layer, 0)
+    }
+
+    /// A cache whose buffers get room for `positions` positions at their first write: a
+    /// generation that knows its final length allocates each layer's keys and values once,
+    /// where growing by doubling would hold the old buffers and the new, twice as large, at
+    /// once, and end with up to twice the room it uses. Past `positions` it grows as usual.
+    pub fn with_capacity(n_layer: usize, positions: usize) -> Cache {
         Cache {
             layers: (0..n_layer).map(|_| None).collect(),
             scratch: StepScratch::default(),
+            capacity: positions,
         }
     }
 
@@ -126,7 +139,11 @@ impl Cache {
         let need = self.layers[i].as_ref().map_or(0, |l| l.len) + t;
         let cap = self.layers[i].as_ref().map_or(0, |l| l.k.dims()[2]);
         if need > cap {
-            let new_cap = (cap * 2).max(need + GROW);
+            let new_cap = if cap == 0 && self.capacity >= need {
+                self.capacity
+            } else {
+                (cap * 2).max(need + GROW)
+            };
             let zeros = || Tensor::zeros((b, h, new_cap, d), dtype, device);
             let (k, v) = (zeros()?, zeros()?);
             let len = match self.layers[i].take() {
