@@ -392,3 +392,53 @@ fn a_cache_with_capacity_allocates_once_then_grows() {
         assert_eq!(scaled_error(&vs, &vg), 0.0);
     }
 }
+
+#[test]
+fn selecting_rows_in_place_matches_index_select_and_a_fresh_run() {
+    // Beam search's reorders: each row of the cache becomes a copy of another (some rows
+    // twice, some dropped, some unmoved), rearranged in place; against index_select of the
+    // cache's own contents, and the next step against each new row's sequence run afresh.
+    let model = load("tiny");
+    let cfg = model.config();
+    let rows: Vec<Vec<u32>> = (0..4u32)
+        .map(|r| vec![r + 1, 2 * r + 3, 7, r + 9, 11])
+        .collect();
+    for order in [
+        vec![2u32, 2, 0, 1],
+        vec![3, 2, 1, 0],
+        vec![0, 1, 2, 3],
+        vec![1, 1, 1, 1],
+        vec![1, 0, 3, 3],
+    ] {
+        let mut cache = Cache::new(cfg.n_layer);
+        model
+            .forward(&ForwardArgs::ids(&ids(&rows)), Some(&mut cache))
+            .unwrap();
+        let before = cache.clone();
+        let idx = Tensor::new(order.as_slice(), &Device::Cpu).unwrap();
+        cache.select_rows(&idx).unwrap();
+        for layer in 0..cfg.n_layer {
+            let (k, v) = cache.layer(layer).unwrap();
+            let (k0, v0) = before.layer(layer).unwrap();
+            let pick = |t: Tensor| t.contiguous().unwrap().index_select(&idx, 0).unwrap();
+            let (k0, v0) = (pick(k0), pick(v0));
+            assert_eq!(scaled_error(&k, &k0), 0.0, "{order:?} layer {layer}");
+            assert_eq!(scaled_error(&v, &v0), 0.0, "{order:?} layer {layer}");
+        }
+        let next: Vec<Vec<u32>> = (0..4u32).map(|r| vec![20 + r]).collect();
+        let stepped = model
+            .forward(&ForwardArgs::ids(&ids(&next)), Some(&mut cache))
+            .unwrap();
+        for (r, &src) in order.iter().enumerate() {
+            let mut whole = rows[src as usize].clone();
+            whole.push(20 + r as u32);
+            let fresh = model
+                .forward(&ForwardArgs::ids(&ids(&[whole])), None)
+                .unwrap();
+            let fresh = fresh.logits.unwrap().i((0, 5)).unwrap();
+            let got = stepped.logits.as_ref().unwrap().i((r, 0)).unwrap();
+            let err = scaled_error(&got, &fresh);
+            assert!(err < 1e-5, "{order:?} row {r}: {err:e}");
+        }
+    }
+}

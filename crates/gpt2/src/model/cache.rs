@@ -23,6 +23,8 @@ pub struct Cache {
     /// Positions each layer's buffers get at their first write, when more than the write asks
     /// for (see [`Cache::with_capacity`]).
     capacity: usize,
+    /// Rows set aside while [`Cache::select_rows`] rearranges the buffers, kept for the next.
+    reorder: Vec<f32>,
 }
 
 /// The fused forward's working rows (see fused.rs); sized on first use. Each buffer serves
@@ -65,6 +67,7 @@ impl Clone for Cache {
             layers,
             scratch: StepScratch::default(),
             capacity: self.capacity,
+            reorder: Vec::new(),
         }
     }
 }
@@ -83,6 +86,7 @@ impl Cache {
             layers: (0..n_layer).map(|_| None).collect(),
             scratch: StepScratch::default(),
             capacity: positions,
+            reorder: Vec::new(),
         }
     }
 
@@ -112,7 +116,9 @@ impl Cache {
         self.layers.len()
     }
 
-    /// Layer `i`'s keys and values, `[batch, n_head, seq, head_dim]` each (views).
+    /// Layer `i`'s keys and values, `[batch, n_head, seq, head_dim]` each: views of the
+    /// buffers, which later forwards and [`Cache::select_rows`] write in place (copy them to
+    /// keep them).
     pub fn layer(&self, i: usize) -> Option<(Tensor, Tensor)> {
         let l = self.layers.get(i)?.as_ref()?;
         Some((l.k.narrow(2, 0, l.len).ok()?, l.v.narrow(2, 0, l.len).ok()?))
@@ -223,10 +229,92 @@ impl Cache {
     }
 
     /// Keep, in this order, the batch rows named by `rows` (beam search reorders its beams).
+    ///
+    /// As many rows as there are (a beam step): the f32 buffers are rearranged in place, only
+    /// the positions in use and only the rows that change, where index_select copied every
+    /// row's whole room into new buffers each step (over half of a 200-token beam search's
+    /// time). Another count (contrastive search's candidates) takes index_select.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        let idx = rows.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let mut spare = std::mem::take(&mut self.reorder);
         for layer in self.layers.iter_mut().flatten() {
-            layer.k = layer.k.index_select(rows, 0)?;
-            layer.v = layer.v.index_select(rows, 0)?;
+            let b = layer.k.dims()[0];
+            let in_place = idx.len() == b
+                && idx.iter().all(|&r| (r as usize) < b)
+                && [&layer.k, &layer.v]
+                    .iter()
+                    .all(|t| t.dtype() == DType::F32 && t.is_contiguous() && t.rank() == 4);
+            if !in_place {
+                layer.k = layer.k.index_select(rows, 0)?;
+                layer.v = layer.v.index_select(rows, 0)?;
+                continue;
+            }
+            for buf in [&layer.k, &layer.v] {
+                let op = PermuteRows {
+                    idx: &idx,
+                    len: layer.len,
+                    spare: std::cell::RefCell::new(std::mem::take(&mut spare)),
+                };
+                buf.inplace_op1(&op)?;
+                spare = op.spare.into_inner();
+            }
+        }
+        self.reorder = spare;
+        Ok(())
+    }
+}
+
+/// Row r of a `[b, h, cap, d]` f32 buffer becomes old row `idx[r]`, the first `len` positions
+/// of each head, in place: rows that other rows copy from and that are themselves overwritten
+/// are set aside in `spare` first.
+struct PermuteRows<'a> {
+    idx: &'a [u32],
+    len: usize,
+    spare: std::cell::RefCell<Vec<f32>>,
+}
+
+impl InplaceOp1 for PermuteRows<'_> {
+    fn name(&self) -> &'static str {
+        "kv-cache-permute-rows"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(buf) = storage else {
+            candle_core::bail!("the in-place reorder is for f32 caches");
+        };
+        let &[_, h, cap, d] = layout.dims() else {
+            candle_core::bail!("a cache buffer is [batch, heads, positions, head_dim]");
+        };
+        let base = layout.start_offset();
+        let used = self.len * d;
+        // Where head `hd` of row `r` starts.
+        let at = |r: usize, hd: usize| base + (r * h + hd) * cap * d;
+        let moved = |r: usize| self.idx[r] as usize != r;
+        // Sources that are also destinations: their old rows, kept aside.
+        let saved: Vec<usize> = (0..self.idx.len())
+            .filter(|&s| {
+                moved(s) && (0..self.idx.len()).any(|r| moved(r) && self.idx[r] as usize == s)
+            })
+            .collect();
+        let mut spare = self.spare.borrow_mut();
+        spare.clear();
+        for &s in &saved {
+            for hd in 0..h {
+                spare.extend_from_slice(&buf[at(s, hd)..at(s, hd) + used]);
+            }
+        }
+        for r in (0..self.idx.len()).filter(|&r| moved(r)) {
+            let src = self.idx[r] as usize;
+            for hd in 0..h {
+                let dst = at(r, hd);
+                match saved.iter().position(|&s| s == src) {
+                    Some(i) => {
+                        let from = (i * h + hd) * used;
+                        buf[dst..dst + used].copy_from_slice(&spare[from..from + used]);
+                    }
+                    None => buf.copy_within(at(src, hd)..at(src, hd) + used, dst),
+                }
+            }
         }
         Ok(())
     }
