@@ -161,16 +161,17 @@ impl Tokenizer {
             path: spec.origin.clone(),
             msg,
         };
-        let vocab = Vocab::new(&spec.vocab);
-        let n = vocab.id_bound();
-        // Ids index tables; a stray huge id would ask for gigabytes.
-        if n > 2 * vocab.len() + (1 << 20) {
+        // Ids index tables; a stray huge id would ask for gigabytes: refused before any is made.
+        let n = spec.vocab.iter().map(|&(_, id)| id as usize + 1).max().unwrap_or(0);
+        if n > 2 * spec.vocab.len() + (1 << 20) {
             return Err(bad(format!(
                 "token id {} is far beyond the {} tokens of the vocabulary",
                 n - 1,
-                vocab.len()
+                spec.vocab.len()
             )));
         }
+        let vocab = Vocab::new(&spec.vocab);
+        debug_assert_eq!(vocab.id_bound(), n);
         // What each id decodes to, and which ids are spelled in the byte alphabet (only those can
         // come out of the merges whole).
         let mut bytes = Vec::new();
