@@ -162,7 +162,12 @@ impl Tokenizer {
             msg,
         };
         // Ids index tables; a stray huge id would ask for gigabytes: refused before any is made.
-        let n = spec.vocab.iter().map(|&(_, id)| id as usize + 1).max().unwrap_or(0);
+        let n = spec
+            .vocab
+            .iter()
+            .map(|&(_, id)| id as usize + 1)
+            .max()
+            .unwrap_or(0);
         if n > 2 * spec.vocab.len() + (1 << 20) {
             return Err(bad(format!(
                 "token id {} is far beyond the {} tokens of the vocabulary",
