@@ -49,32 +49,22 @@ pub(crate) fn char_to_byte(c: char) -> Option<u8> {
     }
 }
 
-/// Bytes of a vocabulary string, or `None` if a character is outside the byte alphabet.
-pub(crate) fn token_to_bytes(token: &str) -> Option<Vec<u8>> {
-    token.chars().map(char_to_byte).collect()
-}
-
-/// Appends the bytes of a vocabulary string to `out` and says true, or leaves `out` as it was
-/// and says false if a character is outside the byte alphabet ([`token_to_bytes`] without
-/// an allocation per token).
-pub(crate) fn push_token_bytes(token: &str, out: &mut Vec<u8>) -> bool {
+/// What `tokenizers`' ByteLevel decoder produces for one token, appended to `out`: its
+/// byte-alphabet bytes, or, when any character is outside the alphabet (an added token such as
+/// "<pad> x"), its raw UTF-8. Says whether it was spelled in the alphabet.
+pub(crate) fn push_decoded(token: &str, out: &mut Vec<u8>) -> bool {
     let len = out.len();
     for c in token.chars() {
         match char_to_byte(c) {
             Some(b) => out.push(b),
             None => {
                 out.truncate(len);
+                out.extend_from_slice(token.as_bytes());
                 return false;
             }
         }
     }
     true
-}
-
-/// What `tokenizers`' ByteLevel decoder produces for one token: its byte-alphabet bytes, or,
-/// when any character is outside the alphabet (an added token such as "<pad> x"), its raw UTF-8.
-pub(crate) fn decoded_bytes(token: &str) -> Vec<u8> {
-    token_to_bytes(token).unwrap_or_else(|| token.as_bytes().to_vec())
 }
 
 /// The vocabulary spelling of raw bytes.

@@ -280,6 +280,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Merge<'a> {
     }
 }
 
+/// "left right" split at its one space.
+fn left_right(s: &str) -> Option<(&str, &str)> {
+    s.split_once(' ').filter(|(_, b)| !b.contains(' '))
+}
+
 pub(crate) fn parse_tokenizer_json<'a>(text: &'a str, path: &Path) -> Result<Spec<'a>> {
     let doc: Document<'a> = serde_json::from_str(text).map_err(|source| Error::Json {
         path: path.to_path_buf(),
@@ -353,19 +358,20 @@ pub(crate) fn parse_tokenizer_json<'a>(text: &'a str, path: &Path) -> Result<Spe
         .enumerate()
         .map(|(i, m)| match m {
             Merge::Pair(a, b) => Ok((a, b)),
-            Merge::Joined(s) => match s.split_once(' ') {
-                Some((a, b)) if !b.contains(' ') => Ok(match s {
-                    Cow::Borrowed(s) => {
-                        let (a, b) = s.split_once(' ').expect("just split");
-                        (Cow::Borrowed(a), Cow::Borrowed(b))
-                    }
-                    Cow::Owned(_) => (Cow::Owned(a.to_string()), Cow::Owned(b.to_string())),
-                }),
-                _ => Err(format(
+            Merge::Joined(s) => match &s {
+                Cow::Borrowed(t) => {
+                    left_right(t).map(|(a, b)| (Cow::Borrowed(a), Cow::Borrowed(b)))
+                }
+                Cow::Owned(t) => {
+                    left_right(t).map(|(a, b)| (a.to_string().into(), b.to_string().into()))
+                }
+            }
+            .ok_or_else(|| {
+                format(
                     path,
                     format!("model.merges[{i}] {s:?} is not \"left right\""),
-                )),
-            },
+                )
+            }),
             Merge::Other => Err(format(path, format!("model.merges[{i}] is not a merge"))),
         })
         .collect::<Result<Vec<_>>>()?;

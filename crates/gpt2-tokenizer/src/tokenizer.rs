@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::added::{AddedToken, AddedVocab, Segment};
 use crate::bpe::Bpe;
-use crate::byte_level::{bytes_to_token, decoded_bytes, push_token_bytes, BYTE_TO_CHAR};
+use crate::byte_level::{bytes_to_token, push_decoded, BYTE_TO_CHAR};
 use crate::error::{Error, Result};
 use crate::load::{self, Spec, TokenizerConfig};
 use crate::pretokenize::for_each_piece;
@@ -176,7 +176,6 @@ impl Tokenizer {
             )));
         }
         let vocab = Vocab::new(&spec.vocab);
-        debug_assert_eq!(vocab.id_bound(), n);
         // What each id decodes to, and which ids are spelled in the byte alphabet (only those can
         // come out of the merges whole).
         let mut bytes = Vec::new();
@@ -184,12 +183,8 @@ impl Tokenizer {
         let mut alphabet = Vec::new();
         offsets.push(0u32);
         for id in 0..n as u32 {
-            if let Some(t) = vocab.token(id) {
-                if push_token_bytes(t, &mut bytes) {
-                    alphabet.push(id);
-                } else {
-                    bytes.extend_from_slice(t.as_bytes());
-                }
+            if vocab.token(id).is_some_and(|t| push_decoded(t, &mut bytes)) {
+                alphabet.push(id);
             }
             offsets.push(bytes.len() as u32);
         }
@@ -450,7 +445,10 @@ impl Tokenizer {
     /// the alphabet), joined, invalid UTF-8 replaced. Given already-decoded text it garbles
     /// printable Latin-1 characters (`"Zürich"` -> `"Z\u{fffd}rich"`) exactly as transformers does.
     pub fn convert_tokens_to_string(&self, tokens: &[&str]) -> String {
-        let bytes: Vec<u8> = tokens.iter().flat_map(|t| decoded_bytes(t)).collect();
+        let mut bytes = Vec::new();
+        for t in tokens {
+            push_decoded(t, &mut bytes);
+        }
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -523,7 +521,7 @@ impl Tokenizer {
     ) -> Result<()> {
         if let Some(t) = self.added.by_id(id) {
             if !(skip_special_tokens && t.special) {
-                out.extend(decoded_bytes(&t.content));
+                push_decoded(&t.content, out);
             }
             return Ok(());
         }

@@ -177,11 +177,6 @@ impl Vocab {
         }
     }
 
-    /// One past the largest id.
-    pub(crate) fn id_bound(&self) -> usize {
-        self.by_id.len()
-    }
-
     /// Distinct token strings (`len(vocab.json)`).
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -220,7 +215,7 @@ mod tests {
         }
         assert_eq!(vocab.get("nope"), None);
         assert_eq!(vocab.get("t"), None);
-        for id in 0..vocab.id_bound() as u32 + 2 {
+        for id in 0..=pairs.iter().map(|&(_, id)| id).max().unwrap() + 1 {
             assert_eq!(
                 vocab.token(id),
                 by_id.get(&id).map(String::as_str),

@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use super::beam::top_k;
 use super::processors::build_processors;
 use super::runner::Runner;
-use super::sample::{chosen_logprob, softmax_in_place};
+use super::sample::{record_logprobs, softmax_in_place};
 use super::{GenerateOptions, GenerateOutput, GenerationConfig, Plan};
 use crate::error::{Error, Result};
 use crate::model::Gpt2LmHeadModel;
@@ -131,11 +131,7 @@ pub(crate) fn run(
                 pad.ok_or_else(|| Error::Input("finished rows need a pad_token_id".into()))?
             });
         }
-        if let Some(lp) = logprobs.as_mut() {
-            for ((row, row_scores), &t) in lp.iter_mut().zip(scores.chunks(v)).zip(&next) {
-                row.push(chosen_logprob(row_scores, t as usize));
-            }
-        }
+        record_logprobs(&mut logprobs, &scores, v, &next);
         if let Some(s) = out.scores.as_mut() {
             s.push(scores);
         }

@@ -107,18 +107,6 @@ impl GenerateOutput {
         let scores = self.scores.as_ref()?;
         let v = self.vocab_size;
         let steps = scores.len();
-        let mut normalized;
-        let scores = if normalize_logits {
-            normalized = scores.clone();
-            for step in normalized.iter_mut() {
-                for row in step.chunks_mut(v) {
-                    sample::log_softmax_in_place(row);
-                }
-            }
-            &normalized
-        } else {
-            scores
-        };
         let rows = self.sequences.len();
         let mut out = vec![vec![0f32; steps]; rows];
         for (r, row_out) in out.iter_mut().enumerate() {
@@ -133,7 +121,13 @@ impl GenerateOutput {
                     },
                     None => r,
                 };
-                *slot = scores[s][src * v + token as usize];
+                let row = &scores[s][src * v..(src + 1) * v];
+                // Normalised, only the chosen entries: no copy of every step's scores.
+                *slot = if normalize_logits {
+                    sample::chosen_logprob(row, token as usize)
+                } else {
+                    row[token as usize]
+                };
             }
         }
         Some(out)

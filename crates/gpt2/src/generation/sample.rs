@@ -29,6 +29,21 @@ pub(crate) fn chosen_logprob(row: &[f32], token: usize) -> f32 {
     row[token] - max - sum.ln()
 }
 
+/// One step of [`super::GenerateOutput::token_logprobs`] (when asked for): each row's chosen
+/// token `next[r]` under its processed scores (`scores`, rows x `v`).
+pub(crate) fn record_logprobs(
+    logprobs: &mut Option<Vec<Vec<f32>>>,
+    scores: &[f32],
+    v: usize,
+    next: &[u32],
+) {
+    if let Some(lp) = logprobs.as_mut() {
+        for ((row, row_scores), &t) in lp.iter_mut().zip(scores.chunks(v)).zip(next) {
+            row.push(chosen_logprob(row_scores, t as usize));
+        }
+    }
+}
+
 pub(crate) fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
@@ -106,11 +121,7 @@ pub(crate) fn run(
             };
             next.push(token);
         }
-        if let Some(lp) = logprobs.as_mut() {
-            for ((row, row_scores), &t) in lp.iter_mut().zip(scores.chunks(v)).zip(&next) {
-                row.push(chosen_logprob(row_scores, t as usize));
-            }
-        }
+        record_logprobs(&mut logprobs, &scores, v, &next);
         if let Some(s) = out.scores.as_mut() {
             s.push(scores);
         }

@@ -248,7 +248,7 @@ const GEMM_COLUMNS: usize = 64;
 const GEMM_ROWS: usize = 48;
 
 /// An output buffer that parallel tasks write through, each only its own disjoint part
-/// (gemm_into's column blocks, attention's query rows of one head).
+/// (gemm_into's and drive's column blocks, attention's query rows of one head).
 #[derive(Clone, Copy)]
 pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: the tasks sharing one write disjoint elements (see its users).
@@ -362,7 +362,7 @@ pub(crate) fn drive(
     // Each task writes its own columns of every row of y, straight from its block while that
     // is in L1 (a pass over all of y on the calling thread afterwards was 3% of a batch-8
     // decode).
-    let y_rows = SharedRows(y.as_mut_ptr());
+    let y_rows = OutPtr(y.as_mut_ptr());
     (0..n.div_ceil(per_task)).into_par_iter().for_each(|t| {
         let (j0, len) = (t * per_task, per_task.min(n - t * per_task));
         let write = |block_out: &mut Vec<f32>| {
@@ -387,21 +387,6 @@ pub(crate) fn drive(
             Err(_) => write(&mut Vec::new()),
         })
     })
-}
-
-/// y's rows, written by several tasks at once, each to columns no other task writes.
-#[derive(Clone, Copy)]
-struct SharedRows(*mut f32);
-
-// SAFETY: the pointer is only used by `drive`'s tasks, each for its own columns.
-unsafe impl Send for SharedRows {}
-unsafe impl Sync for SharedRows {}
-
-impl SharedRows {
-    /// The element `i` (a method, so closures capture the whole Sync wrapper).
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
 }
 
 thread_local! {
