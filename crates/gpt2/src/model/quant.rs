@@ -1001,6 +1001,8 @@ macro_rules! schedule {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use std::cell::RefCell;
+
     use super::{Out, QMatrix, QuantKind, QuantizedRows, BLOCK_ROWS, GROUP};
 
     /// How far ahead of each of a decode tile's four block streams the kernel asks for weights
@@ -1013,6 +1015,42 @@ mod x86 {
     unsafe fn quad(xq: &QuantizedRows, r: usize, g: usize, c: usize) -> i32 {
         let p = xq.q.as_ptr().add((r * xq.groups + g) * GROUP + 4 * c);
         std::ptr::read_unaligned(p as *const i32)
+    }
+
+    /// Packed blocks as a tile reads them: block `b`'s group `g` at `data + (b * groups + g) *
+    /// bgb`, its scales at `scales + (b * groups + g) * 16`; blocks numbered from `base` in y.
+    #[derive(Clone, Copy)]
+    struct Panel {
+        data: *const u8,
+        scales: *const half::f16,
+        bgb: usize,
+        groups: usize,
+        base: usize,
+    }
+
+    impl Panel {
+        fn whole(w: &QMatrix) -> Panel {
+            Panel {
+                data: w.packed().as_ptr(),
+                scales: w.packed_scales().as_ptr(),
+                bgb: w.kind.block_group_bytes(),
+                groups: w.groups_per_row(),
+                base: 0,
+            }
+        }
+    }
+
+    /// From how many input rows a q4 task first unpacks its blocks to bytes (q8's layout, the
+    /// values still 0..=15 with q4's offset) and runs q8's tiles over them: the nibbles' mask and
+    /// shift then happen once per call instead of once per tile of rows, and q8's six-row tiles
+    /// fit in the registers. matvec_bench, gpt2's products, two interleaved pairs: 128 rows
+    /// 306-310 -> 315-342 G MAC/s, 32 rows 12.6-12.7 -> 11.0-12.4 ms, 16 rows 5.9-6.3 -> 6.5-6.8
+    /// (so not below 24); prefill_probe, a 512-token q4 prompt, three pairs: 203-208 -> 182-190 ms.
+    const UNPACK_FROM: usize = 24;
+
+    thread_local! {
+        /// A task's unpacked q4 blocks, reused from call to call.
+        static UNPACKED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
 
     /// Blocks b0..b1 of w against every input row, with AVX-512 VNNI.
@@ -1028,12 +1066,52 @@ mod x86 {
         b1: usize,
         out: Out,
     ) {
-        // Six rows a tile for q8 (24 accumulators), four for q4, whose unpacking takes more
-        // registers. matvec_bench, gpt2's products at 128 rows, two interleaved pairs: q8 325-329
-        // G MAC/s at four rows, 347-348 at six; q4 at six rows fell from 334 to 265.
+        // Six rows a tile for q8 (24 accumulators), four for q4 read as nibbles, whose unpacking
+        // takes more registers. matvec_bench, gpt2's products at 128 rows, two interleaved
+        // pairs: q8 325-329 G MAC/s at four rows, 347-348 at six; q4 at six rows fell from 334
+        // to 265.
+        let whole = Panel::whole(w);
         match w.kind {
-            QuantKind::Q8 => schedule!(pass512, false, 6, m, b0, b1, xq, w, out),
-            QuantKind::Q4 => schedule!(pass512, true, 4, m, b0, b1, xq, w, out),
+            QuantKind::Q8 => schedule!(pass512, false, 6, m, b0, b1, xq, whole, out),
+            QuantKind::Q4 if m >= UNPACK_FROM => UNPACKED.with(|cell| {
+                let mut buf = cell.borrow_mut();
+                let panel = unpack_q4(w, b0, b1, &mut buf);
+                schedule!(pass512, false, 6, m, 0, b1 - b0, xq, panel, out)
+            }),
+            QuantKind::Q4 => schedule!(pass512, true, 4, m, b0, b1, xq, whole, out),
+        }
+    }
+
+    /// Blocks b0..b1 of a q4 matrix as q8's layout lays them out (see [`UNPACK_FROM`]), in
+    /// `buf`: chunk pair p's low nibbles become chunk 2p, its high nibbles chunk 2p + 1.
+    ///
+    /// # Safety
+    /// avx512f/bw must be available; w is q4 and b0..b1 its blocks.
+    #[inline(always)]
+    unsafe fn unpack_q4(w: &QMatrix, b0: usize, b1: usize, buf: &mut Vec<u8>) -> Panel {
+        let groups = w.groups_per_row();
+        let (q4, q8) = (QuantKind::Q4.block_group_bytes(), QuantKind::Q8.block_group_bytes());
+        let units = (b1 - b0) * groups;
+        buf.resize(units * q8 + 64, 0);
+        let at = buf.as_ptr().align_offset(64);
+        let src = w.packed().as_ptr().add(b0 * groups * q4);
+        let dst = buf.as_mut_ptr().add(at);
+        let nibble = _mm512_set1_epi8(0x0f);
+        for u in 0..units {
+            for p in 0..q4 / 64 {
+                let raw = _mm512_loadu_si512(src.add(u * q4 + p * 64) as *const _);
+                let lo = _mm512_and_si512(raw, nibble);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), nibble);
+                _mm512_store_si512(dst.add(u * q8 + 2 * p * 64) as *mut _, lo);
+                _mm512_store_si512(dst.add(u * q8 + (2 * p + 1) * 64) as *mut _, hi);
+            }
+        }
+        Panel {
+            data: dst,
+            scales: w.packed_scales().as_ptr().add(b0 * groups * BLOCK_ROWS),
+            bgb: q8,
+            groups,
+            base: b0,
         }
     }
 
@@ -1043,7 +1121,7 @@ mod x86 {
         r0: usize,
         b: usize,
         xq: &QuantizedRows,
-        w: &QMatrix,
+        w: Panel,
         out: Out,
     ) {
         let acc = tile512::<Q4, R, C>(xq, r0, w, b);
@@ -1051,7 +1129,7 @@ mod x86 {
         for (r, row) in acc.iter().enumerate() {
             for (c, a) in row.iter().enumerate() {
                 _mm512_storeu_ps(v.as_mut_ptr(), *a);
-                out.put(r0 + r, (b + c) * BLOCK_ROWS, &v);
+                out.put(r0 + r, (w.base + b + c) * BLOCK_ROWS, &v);
             }
         }
     }
@@ -1063,13 +1141,12 @@ mod x86 {
     unsafe fn tile512<const Q4: bool, const R: usize, const C: usize>(
         xq: &QuantizedRows,
         r0: usize,
-        w: &QMatrix,
+        w: Panel,
         b: usize,
     ) -> [[__m512; C]; R] {
         let groups = xq.groups;
-        let bgb = w.kind.block_group_bytes();
-        let data = w.packed().as_ptr();
-        let scales = w.packed_scales().as_ptr();
+        debug_assert_eq!(groups, w.groups);
+        let (bgb, data, scales) = (w.bgb, w.data, w.scales);
         let nibble = _mm512_set1_epi8(0x0f);
         let mut acc = [[_mm512_setzero_ps(); C]; R];
         for g in 0..groups {
