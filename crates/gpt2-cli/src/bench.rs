@@ -290,7 +290,11 @@ pub fn worker(model: &str, format: &str) -> Result<()> {
                     generation::generate(&p.model, prompts, &cfg, GenerateOptions::default())?;
                     Ok(())
                 })?;
-                json!({"tok_s": (batch * new) as f64 / s, "rss_peak": peak_rss()})
+                // The cache a greedy search holds at its end (f32 keys and values, sized for
+                // the whole sequence from the first step).
+                let c = &p.config;
+                let kv_bytes = 2 * c.n_layer * c.n_embd * (16 + new) * batch * 4;
+                json!({"tok_s": (batch * new) as f64 / s, "rss_peak": peak_rss(), "kv_bytes": kv_bytes})
             }
             "kl" => kl_request(&p, &req)?,
             _ => break,
@@ -432,6 +436,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut rss_after_b1 = vec![None; formats.len()];
     let mut rss_prefill = vec![None; formats.len()];
     let mut kv_max = vec![0u64; formats.len()];
+    let mut kv_b1 = vec![0u64; formats.len()];
     for &item in &items {
         let req = item.request(args.decode, args.repeats);
         let key = item.answer_key();
@@ -461,7 +466,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     }
                     Item::Decode {
                         name: "greedy_b1", ..
-                    } => rss_after_b1[i] = answer["rss_peak"].as_u64(),
+                    } => {
+                        rss_after_b1[i] = answer["rss_peak"].as_u64();
+                        let kv = answer["kv_bytes"].as_u64().unwrap_or(0);
+                        kv_b1[i] = kv_max[i].max(kv);
+                    }
                     _ => {}
                 }
                 ours[i].push(o);
@@ -589,10 +598,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("{:<22}{after}", "  +prefills (x w+KV)");
     }
     if args.decode > 0 {
+        // The process's peak so far (the prompts' included), against the largest cache yet.
         let after: String = (0..formats.len())
-            .map(|i| rss(rss_after_b1[i], weight_bytes[i]))
+            .map(|i| rss(rss_after_b1[i], weight_bytes[i] + kv_b1[i] as f64))
             .collect();
-        println!("{:<22}{after}", "peak RSS, +b1 decode");
+        println!("{:<22}{after}", "  +b1 decode (x w+KV)");
     }
     for (item, row) in items.iter().zip(&rows) {
         let label = match item {
