@@ -5,14 +5,13 @@ use super::processors::build_processors;
 use super::runner::Runner;
 use super::{GenerateOptions, GenerateOutput, GenerationConfig, Plan};
 use crate::error::{Error, Result};
-use crate::model::Gpt2LmHeadModel;
+use crate::model::{max_and_exp_sum, softmax, Gpt2LmHeadModel};
 
 pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (max, sum) = max_and_exp_sum(row);
     if max == f32::NEG_INFINITY {
         return;
     }
-    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
     let log_sum = sum.ln();
     for x in row.iter_mut() {
         *x = *x - max - log_sum;
@@ -21,11 +20,10 @@ pub(crate) fn log_softmax_in_place(row: &mut [f32]) {
 
 /// [`log_softmax_in_place`]'s value at `token`, the row left as it is.
 pub(crate) fn chosen_logprob(row: &[f32], token: usize) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (max, sum) = max_and_exp_sum(row);
     if max == f32::NEG_INFINITY {
         return row[token];
     }
-    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
     row[token] - max - sum.ln()
 }
 
@@ -44,15 +42,10 @@ pub(crate) fn record_logprobs(
     }
 }
 
+/// Probabilities in place; a row of -inf (nothing allowed) becomes NaN, as e^(-inf - -inf).
 pub(crate) fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for x in row.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    for x in row.iter_mut() {
-        *x /= sum;
+    if !softmax(row) {
+        row.fill(f32::NAN);
     }
 }
 

@@ -49,6 +49,7 @@ pub(crate) mod test_util {
 use candle_core::Tensor;
 
 pub use activation::{Act, ActParam};
+pub(crate) use attention::{max_and_exp_sum, softmax};
 pub use auto::{Architecture, AutoModel, FromWeights};
 pub use cache::Cache;
 pub use double_heads::Gpt2DoubleHeadsModel;

@@ -1090,7 +1090,10 @@ mod x86 {
     #[inline(always)]
     unsafe fn unpack_q4(w: &QMatrix, b0: usize, b1: usize, buf: &mut Vec<u8>) -> Panel {
         let groups = w.groups_per_row();
-        let (q4, q8) = (QuantKind::Q4.block_group_bytes(), QuantKind::Q8.block_group_bytes());
+        let (q4, q8) = (
+            QuantKind::Q4.block_group_bytes(),
+            QuantKind::Q8.block_group_bytes(),
+        );
         let units = (b1 - b0) * groups;
         buf.resize(units * q8 + 64, 0);
         let at = buf.as_ptr().align_offset(64);
