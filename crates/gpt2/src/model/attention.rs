@@ -508,4 +508,35 @@ mod tests {
         attend_prompt(&qkv, qs, &k, &v, Some(&padded), shape, scale, &mut got);
         assert!(max_err(&got, &want) < 1e-6, "{}", max_err(&got, &want));
     }
+
+    #[test]
+    fn decode_rows_match_the_full_score_matrix() {
+        // Heads whose widths take every path of `dot` and `weigh_values` (64s, 16s, single
+        // columns), key counts odd and even, some keys hidden, and a row that sees none.
+        for d in [1, 17, 20, 64, 80, 144] {
+            for s in [1, 2, 7, 33] {
+                let (q, k, v) = (random(d, 4), random(s * d, 5), random(s * d, 6));
+                let scale = 0.7;
+                let patterns = [
+                    vec![1u32; s],
+                    (0..s).map(|j| (j % 3 != 1) as u32).collect(),
+                    vec![0u32; s],
+                ];
+                for keys in patterns {
+                    let want = reference(
+                        &q,
+                        &k,
+                        &v,
+                        &bias(&[keys.clone()], 1),
+                        (1, 1, 1, s, d),
+                        scale,
+                    );
+                    let (mut p, mut got) = (vec![f32::NAN; s], vec![f32::NAN; d]);
+                    attend_row(&q, &k, &v, scale, |j| keys[j] != 0, &mut p, &mut got);
+                    let err = max_err(&got, &want);
+                    assert!(err < 1e-6, "d {d}, {s} keys {keys:?}: {err}");
+                }
+            }
+        }
+    }
 }
