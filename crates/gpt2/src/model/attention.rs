@@ -511,8 +511,8 @@ mod tests {
 
     #[test]
     fn decode_rows_match_the_full_score_matrix() {
-        // Heads whose widths take every path of `dot` and `weigh_values` (64s, 16s, single
-        // columns), key counts odd and even, some keys hidden, and a row that sees none.
+        // Head widths with and without a remainder past dot8's eights, key counts odd and
+        // even, some keys hidden, and a row that sees none.
         for d in [1, 17, 20, 64, 80, 144] {
             for s in [1, 2, 7, 33] {
                 let (q, k, v) = (random(d, 4), random(s * d, 5), random(s * d, 6));
