@@ -527,7 +527,7 @@ mod tests {
                         &q,
                         &k,
                         &v,
-                        &bias(&[keys.clone()], 1),
+                        &bias(std::slice::from_ref(&keys), 1),
                         (1, 1, 1, s, d),
                         scale,
                     );
