@@ -248,7 +248,8 @@ const GEMM_COLUMNS: usize = 64;
 const GEMM_ROWS: usize = 48;
 
 /// An output buffer that parallel tasks write through, each only its own disjoint part
-/// (gemm_into's and drive's column blocks, attention's query rows of one head).
+/// (gemm_into's and drive's column blocks, the integer products' blocks of 16 outputs,
+/// attention's query rows of one head).
 #[derive(Clone, Copy)]
 pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: the tasks sharing one write disjoint elements (see its users).

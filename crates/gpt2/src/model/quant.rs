@@ -34,7 +34,7 @@ use std::ops::Range;
 use half::f16;
 use rayon::prelude::*;
 
-use super::matvec::{with_simd, Simd};
+use super::matvec::{with_simd, OutPtr, Simd};
 
 /// Weights per group (one scale each).
 pub const GROUP: usize = 32;
@@ -855,14 +855,10 @@ pub fn qlinear_into(x: &[f32], m: usize, w: &QMatrix, bias: Option<&[f32]>, y: &
 /// write the same element.
 #[derive(Clone, Copy)]
 struct Out<'a> {
-    y: *mut f32,
+    y: OutPtr,
     n: usize,
     bias: Option<&'a [f32]>,
 }
-
-// SAFETY: tasks write disjoint columns through it (see qlinear_with).
-unsafe impl Send for Out<'_> {}
-unsafe impl Sync for Out<'_> {}
 
 impl Out<'_> {
     /// Writes `v` (lanes for columns j0..) to row r, bias added, up to column n.
@@ -877,7 +873,7 @@ impl Out<'_> {
         if len == 0 {
             return; // a last block's rows past the matrix
         }
-        let dst = std::slice::from_raw_parts_mut(self.y.add(r * self.n + j0), len);
+        let dst = std::slice::from_raw_parts_mut(self.y.at(r * self.n + j0), len);
         match self.bias {
             Some(b) => {
                 for ((d, s), b) in dst.iter_mut().zip(&v[..len]).zip(&b[j0..j0 + len]) {
@@ -910,7 +906,7 @@ fn qlinear_with(
         .clamp(1, 1 << 16)
         .next_multiple_of(4);
     let out = Out {
-        y: y.as_mut_ptr(),
+        y: OutPtr(y.as_mut_ptr()),
         n: w.n,
         bias,
     };
