@@ -290,10 +290,11 @@ pub fn worker(model: &str, format: &str) -> Result<()> {
                     generation::generate(&p.model, prompts, &cfg, GenerateOptions::default())?;
                     Ok(())
                 })?;
-                // The cache a greedy search holds at its end (f32 keys and values, sized for
-                // the whole sequence from the first step).
+                // The cache a search holds at its end: f32 keys and values for every row
+                // searched (beams included) over the whole sequence.
                 let c = &p.config;
-                let kv_bytes = 2 * c.n_layer * c.n_embd * (16 + new) * batch * 4;
+                let positions = ids.first().map_or(0, Vec::len) + new;
+                let kv_bytes = 2 * c.n_layer * c.n_embd * positions * batch * cfg.num_beams * 4;
                 json!({"tok_s": (batch * new) as f64 / s, "rss_peak": peak_rss(), "kv_bytes": kv_bytes})
             }
             "kl" => kl_request(&p, &req)?,

@@ -65,12 +65,12 @@ pub(crate) fn attend_row(
                     (false, false) => dot8(q, &k[j * d..(j + 1) * d]) * scale + f32::MIN,
                 };
             }
-            out.fill(0.0);
             if !softmax(p) {
                 // Every score -inf (a product overflowed): no distribution, as e^(-inf - -inf).
                 out.fill(f32::NAN);
                 return;
             }
+            out.fill(0.0);
             for (j, &w) in p.iter().enumerate() {
                 if w == 0.0 {
                     continue;
