@@ -339,3 +339,60 @@ fn configurations_transformers_refuses_are_input_errors() {
         .unwrap()
         .is_empty());
 }
+
+/// TopPLogitsWarper as transformers writes it, over the whole row: a stable ascending sort of
+/// every score (filtered ones included), softmax, f64 cumulative sum, cut.
+fn top_p_whole_row(row: &mut [f32], top_p: f64, keep: usize) {
+    let cmp = |a: f32, b: f32| {
+        a.partial_cmp(&b)
+            .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
+    };
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| cmp(row[a], row[b]));
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = order.iter().map(|&i| (row[i] - max).exp()).collect();
+    let inv = 1.0 / exps.iter().sum::<f32>();
+    let mut acc = 0f64;
+    let threshold = (1.0 - top_p) as f32;
+    let keep_from = row.len().saturating_sub(keep);
+    for (j, &i) in order.iter().enumerate().take(keep_from) {
+        acc += (exps[j] * inv) as f64;
+        if acc as f32 <= threshold {
+            row[i] = f32::NEG_INFINITY;
+        }
+    }
+}
+
+mod top_p_order {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        /// TopP sorts only the tokens not yet filtered (a top_k before it leaves few): the kept
+        /// set must be the one the whole row's order gives, min_tokens_to_keep counted over the
+        /// row.
+        #[test]
+        fn top_p_after_other_filters_cuts_as_the_whole_row_would(
+            row in prop::collection::vec(
+                prop_oneof![
+                    3 => -8f32..8.0,
+                    2 => Just(f32::NEG_INFINITY),
+                    1 => (-2i32..3).prop_map(|v| v as f32),
+                ],
+                1..1200,
+            ),
+            top_p in 0.05f64..1.0,
+            keep in 1usize..40,
+        ) {
+            let mut want = row.clone();
+            top_p_whole_row(&mut want, top_p, keep);
+            let mut got = row.clone();
+            TopP::new(top_p, keep).unwrap().process(&[vec![0]], &mut got, row.len());
+            prop_assert_eq!(
+                got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+        }
+    }
+}

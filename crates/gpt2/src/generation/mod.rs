@@ -11,6 +11,7 @@ mod config;
 mod constrained;
 mod constraints;
 mod contrastive;
+mod order;
 pub mod processors;
 mod rng;
 mod runner;

@@ -8,6 +8,7 @@
 //! `HammingDiversityLogitsProcessor` is not here: it needs the tokens the other beam groups chose
 //! at this step, so the group beam search applies it itself.
 
+use super::order::{argsort, kth_largest};
 use super::GenerationConfig;
 use crate::error::{Error, Result};
 
@@ -72,34 +73,6 @@ fn cumsum(xs: &[f32]) -> Vec<f32> {
             acc as f32
         })
         .collect()
-}
-
-/// Ascending order with NaN last, as torch.sort puts it.
-fn cmp_nan_last(a: f32, b: f32) -> std::cmp::Ordering {
-    a.partial_cmp(&b)
-        .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
-}
-
-/// Indices that sort `row` ascending (or descending). Stable: equal values keep their index
-/// order. torch.sort(stable=False) on CPU gives the same order for ties (its CPU sort is a
-/// stable sort either way), which decides which of two tied tokens top_p / min_p / typical_p
-/// cut when the cut falls between them.
-fn argsort(row: &[f32], descending: bool) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..row.len()).collect();
-    if descending {
-        idx.sort_by(|&a, &b| cmp_nan_last(row[b], row[a]));
-    } else {
-        idx.sort_by(|&a, &b| cmp_nan_last(row[a], row[b]));
-    }
-    idx
-}
-
-/// The k-th largest value (`torch.topk(scores, k)[0][..., -1]`), k clamped to the row.
-fn kth_largest(row: &[f32], k: usize) -> f32 {
-    let k = k.clamp(1, row.len());
-    let mut v = row.to_vec();
-    v.select_nth_unstable_by(k - 1, |a, b| cmp_nan_last(*b, *a));
-    v[k - 1]
 }
 
 fn mask_tokens(row: &mut [f32], ids: &[u32]) {
@@ -208,12 +181,18 @@ impl LogitsProcessor for TopP {
         let threshold = (1.0 - self.top_p) as f32;
         let keep_from = vocab.saturating_sub(self.min_tokens_to_keep);
         for row in rows(scores, vocab) {
-            let order = argsort(row, false);
-            let sorted: Vec<f32> = order.iter().map(|&i| row[i]).collect();
+            // Tokens already filtered (top_k's, say) lead the ascending order with probability
+            // 0: they add nothing to the softmax's sum or the cumulative sums, and are removed
+            // already, so only the rest is sorted (50 tokens after a top_k of 50, not 50257).
+            let live: Vec<usize> = (0..vocab).filter(|&i| row[i] != FILTER).collect();
+            let live_scores: Vec<f32> = live.iter().map(|&i| row[i]).collect();
+            let order = argsort(&live_scores, false);
+            let sorted: Vec<f32> = order.iter().map(|&j| live_scores[j]).collect();
             let cum = cumsum(&softmax(&sorted));
-            for (j, &i) in order.iter().enumerate().take(keep_from) {
+            let keep_from = keep_from.saturating_sub(vocab - live.len());
+            for (j, &o) in order.iter().enumerate().take(keep_from) {
                 if cum[j] <= threshold {
-                    row[i] = FILTER;
+                    row[live[o]] = FILTER;
                 }
             }
         }

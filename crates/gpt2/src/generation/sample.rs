@@ -93,16 +93,20 @@ pub(crate) fn run(
     let mut unfinished = vec![true; n];
     let mut logprobs = opts.token_logprobs.then(|| vec![Vec::new(); n]);
     let mut step = runner.prefill(&rows)?;
+    // Reused every step: a row's probabilities (sampling) are a vocabulary of floats.
+    let mut probs = Vec::new();
     while rows[0].len() < plan.max_length {
-        let raw = step.logits;
-        let mut scores = raw.clone();
+        // The raw logits are copied only when they are returned beside the scores.
+        let mut scores = step.logits;
+        let raw = out.logits.is_some().then(|| scores.clone());
         processors.process(&rows, &mut scores, v);
         let mut next = Vec::with_capacity(n);
         for (r, row_scores) in scores.chunks(v).enumerate() {
             let token = if !unfinished[r] && has_eos_stop {
                 pad.expect("checked above")
             } else if cfg.do_sample {
-                let mut probs = row_scores.to_vec();
+                probs.clear();
+                probs.extend_from_slice(row_scores);
                 softmax_in_place(&mut probs);
                 rng.categorical(&probs).ok_or_else(|| {
                     Error::Input(
@@ -118,7 +122,7 @@ pub(crate) fn run(
         if let Some(s) = out.scores.as_mut() {
             s.push(scores);
         }
-        if let Some(l) = out.logits.as_mut() {
+        if let (Some(l), Some(raw)) = (out.logits.as_mut(), raw) {
             l.push(raw);
         }
         if let (Some(h), Some(hs)) = (out.hidden_states.as_mut(), step.hidden_states) {
