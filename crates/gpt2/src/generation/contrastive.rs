@@ -39,7 +39,8 @@ pub(crate) fn run(
     let mut out = plan.output(model, cfg);
     out.hidden_states = None;
     out.attentions = None;
-    let mut runner = Runner::new(model, plan.attention_mask.clone());
+    // Room for every position at once: the candidates' copies are written in place.
+    let mut runner = Runner::with_capacity(model, plan.attention_mask.clone(), plan.max_length);
     runner.output_last_hidden_state = true;
     let v = runner.vocab_size();
     if k > v {
@@ -64,6 +65,7 @@ pub(crate) fn run(
     let mut logits = first.logits;
     let mut unfinished = vec![true; batch];
     let mut logprobs = opts.token_logprobs.then(|| vec![Vec::new(); batch]);
+    let mut expanded = false;
 
     while rows[0].len() < plan.max_length {
         let raw = logits.clone();
@@ -79,9 +81,13 @@ pub(crate) fn run(
             l.push(raw);
         }
 
-        // Every row's k candidates through the model at once.
-        let expand: Vec<usize> = (0..batch).flat_map(|b| std::iter::repeat_n(b, k)).collect();
-        runner.select_rows(&expand)?;
+        // Every row's k candidates through the model at once, each on its own copy of its
+        // row's cache: made once, after the prompt; later steps keep the k copies.
+        if !expanded {
+            expanded = true;
+            let expand: Vec<usize> = (0..batch).flat_map(|b| std::iter::repeat_n(b, k)).collect();
+            runner.select_rows(&expand)?;
+        }
         let cand_tokens: Vec<u32> = candidates
             .iter()
             .flat_map(|c| c.iter().map(|&(_, id)| id as u32))
@@ -114,7 +120,10 @@ pub(crate) fn run(
             chosen.push(best.1);
         }
         let keep: Vec<usize> = chosen.iter().enumerate().map(|(b, &i)| b * k + i).collect();
-        runner.select_rows(&keep)?;
+        // The kept candidate's newest keys and values over its siblings': every copy of a row
+        // holds that row's history again, ready for the next step's candidates.
+        let siblings: Vec<usize> = (0..batch * k).map(|r| keep[r / k]).collect();
+        runner.select_newest(&siblings)?;
         logits = keep
             .iter()
             .flat_map(|&r| step.logits[r * v..(r + 1) * v].iter().copied())

@@ -107,6 +107,16 @@ impl<'m> Runner<'m> {
         self.run(&ids)
     }
 
+    /// [`Runner::select_rows`] for rows that agree on all but the newest position (contrastive
+    /// search's candidates of one row): only that position is copied.
+    pub fn select_newest(&mut self, rows: &[usize]) -> Result<()> {
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let newest = self.cache.seq_len().saturating_sub(1);
+        self.cache.copy_rows_from(&idx, newest)?;
+        self.mask = rows.iter().map(|&r| self.mask[r].clone()).collect();
+        Ok(())
+    }
+
     /// Keep rows in this order (beam search follows its surviving beams; expansion repeats rows).
     pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
         let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();

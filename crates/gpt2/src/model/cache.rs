@@ -252,6 +252,36 @@ impl Cache {
             for buf in [&layer.k, &layer.v] {
                 let op = PermuteRows {
                     idx: &idx,
+                    from: 0,
+                    len: layer.len,
+                    spare: std::cell::RefCell::new(std::mem::take(&mut spare)),
+                };
+                buf.inplace_op1(&op)?;
+                spare = op.spare.into_inner();
+            }
+        }
+        self.reorder = spare;
+        Ok(())
+    }
+
+    /// Row r's positions from `from` on become row `rows[r]`'s, in place, for rows that agree
+    /// before `from`: contrastive search's candidates share their row's history and differ only
+    /// in the newest position, so keeping one candidate copies that position over its
+    /// siblings' (a few KB) where [`Cache::select_rows`] would copy whole histories.
+    pub(crate) fn copy_rows_from(&mut self, rows: &[u32], from: usize) -> Result<()> {
+        let mut spare = std::mem::take(&mut self.reorder);
+        for layer in self.layers.iter_mut().flatten() {
+            if rows.len() != layer.k.dims()[0] || rows.iter().any(|&r| r as usize >= rows.len()) {
+                return Err(crate::Error::Input(format!(
+                    "{} rows to keep for a cache of {}",
+                    rows.len(),
+                    layer.k.dims()[0]
+                )));
+            }
+            for buf in [&layer.k, &layer.v] {
+                let op = PermuteRows {
+                    idx: rows,
+                    from: from.min(layer.len),
                     len: layer.len,
                     spare: std::cell::RefCell::new(std::mem::take(&mut spare)),
                 };
@@ -264,11 +294,12 @@ impl Cache {
     }
 }
 
-/// Row r of a `[b, h, cap, d]` f32 buffer becomes old row `idx[r]`, the first `len` positions
-/// of each head, in place: rows that other rows copy from and that are themselves overwritten
+/// Row r of a `[b, h, cap, d]` f32 buffer becomes old row `idx[r]`, positions `from..len` of
+/// each head, in place: rows that other rows copy from and that are themselves overwritten
 /// are set aside in `spare` first.
 struct PermuteRows<'a> {
     idx: &'a [u32],
+    from: usize,
     len: usize,
     spare: std::cell::RefCell<Vec<f32>>,
 }
@@ -286,9 +317,9 @@ impl InplaceOp1 for PermuteRows<'_> {
             candle_core::bail!("a cache buffer is [batch, heads, positions, head_dim]");
         };
         let base = layout.start_offset();
-        let used = self.len * d;
-        // Where head `hd` of row `r` starts.
-        let at = |r: usize, hd: usize| base + (r * h + hd) * cap * d;
+        let used = (self.len - self.from) * d;
+        // Where head `hd` of row `r` starts (its first position copied).
+        let at = |r: usize, hd: usize| base + ((r * h + hd) * cap + self.from) * d;
         let moved = |r: usize| self.idx[r] as usize != r;
         // Sources that are also destinations: their old rows, kept aside.
         let saved: Vec<usize> = (0..self.idx.len())
@@ -352,5 +383,66 @@ impl InplaceOp1 for WriteRows<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `t` positions of keys and values for `b` rows, heads of `d`: row r's position p holds
+    /// `value(r, p)` plus small offsets per head and element.
+    fn write(cache: &mut Cache, b: usize, t: usize, value: impl Fn(usize, usize) -> f32) {
+        let (h, d) = (2, 3);
+        let mut qkv = vec![0f32; b * t * 2 * h * d];
+        for r in 0..b {
+            for p in 0..t {
+                for (e, x) in qkv[(r * t + p) * 2 * h * d..][..2 * h * d]
+                    .iter_mut()
+                    .enumerate()
+                {
+                    *x = value(r, p) + e as f32 / 100.0;
+                }
+            }
+        }
+        cache
+            .write_rows(0, (b, t, h, d), &qkv, 2 * h * d, (0, h * d))
+            .unwrap();
+    }
+
+    fn contents(cache: &Cache) -> (Vec<f32>, Vec<f32>) {
+        let (k, v) = cache.layer(0).unwrap();
+        let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (flat(k), flat(v))
+    }
+
+    #[test]
+    fn copying_the_newest_position_is_selecting_rows_that_share_a_history() {
+        // Rows 0 and 1 share three positions, as do rows 2 and 3 (a row's candidates); the
+        // fourth position differs in every row.
+        let mut cache = Cache::new(1);
+        write(&mut cache, 4, 3, |r, p| (10 * (r / 2) + p) as f32);
+        write(&mut cache, 4, 1, |r, _| 100.0 + r as f32);
+        for keep in [[1u32, 1, 2, 2], [0, 0, 3, 3], [1, 1, 3, 3]] {
+            let mut selected = cache.clone();
+            selected
+                .select_rows(&Tensor::new(&keep, &Device::Cpu).unwrap())
+                .unwrap();
+            let mut copied = cache.clone();
+            copied.copy_rows_from(&keep, 3).unwrap();
+            assert_eq!(contents(&copied), contents(&selected), "{keep:?}");
+            assert_ne!(contents(&copied), contents(&cache), "{keep:?}");
+        }
+        // From the first position it is select_rows itself, shared history or not.
+        let mut selected = cache.clone();
+        let keep = [3u32, 0, 0, 1];
+        selected
+            .select_rows(&Tensor::new(&keep, &Device::Cpu).unwrap())
+            .unwrap();
+        cache.copy_rows_from(&keep, 0).unwrap();
+        assert_eq!(contents(&cache), contents(&selected));
+        // A row count other than the cache's is refused.
+        assert!(cache.copy_rows_from(&[0, 1], 3).is_err());
+        assert!(cache.copy_rows_from(&[0, 1, 2, 4], 3).is_err());
     }
 }
