@@ -10,10 +10,11 @@ answers one JSON line per JSON line read on stdin:
     {"op": "prefill", "n": 512, "repeats": 5}                       -> {"s": median seconds}
 Prefill is what generate() does with a prompt: one forward with the KV cache, logits of the last
 position only.
-    {"op": "decode", "batch": 8, "beams": 1, "new": 64, "repeats": 3} -> {"tok_s": median rate}
+    {"op": "decode", "batch": 8, "beams": 1, "sample": false, "new": 64, "repeats": 3}
+                                                                    -> {"tok_s": median rate}
     {"op": "quit"}
-Decoding is greedy generate() from 16 random prompt tokens, no eos (so exactly `new` tokens),
-all rows' tokens counted.
+Decoding is greedy (or with "sample": top_k 50, top_p 0.9) generate() from 16 random prompt
+tokens, no eos (so exactly `new` tokens), all rows' tokens counted.
 """
 
 import json
@@ -69,8 +70,12 @@ def main():
                 out = {"s": timed(run, req["repeats"])}
             elif req["op"] == "decode":
                 ids = torch.randint(0, vocab, (req["batch"], 16), generator=g)
-                kwargs = dict(max_new_tokens=req["new"], do_sample=False, num_beams=req["beams"],
+                kwargs = dict(max_new_tokens=req["new"], num_beams=req["beams"],
                               attention_mask=torch.ones_like(ids))
+                if req.get("sample"):
+                    kwargs.update(do_sample=True, top_k=50, top_p=0.9)
+                else:
+                    kwargs.update(do_sample=False)
                 s = timed(lambda: model.generate(ids, **kwargs), req["repeats"])
                 out = {"tok_s": req["batch"] * req["new"] / s}
             else:

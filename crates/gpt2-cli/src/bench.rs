@@ -90,11 +90,14 @@ enum Item {
     /// A prompt of n tokens through the model as generate() runs it (KV cache filled, logits
     /// of the last position only), seconds.
     Prefill(usize),
-    /// Greedy or beam generate() from 16 prompt tokens, tokens per second (all rows).
+    /// Greedy, beam or sampling generate() from 16 prompt tokens, tokens per second (all rows).
     Decode {
         name: &'static str,
         batch: usize,
         beams: usize,
+        /// top_k 50 (generate's default) and top_p 0.9: the warpers' work per step, a sort of
+        /// the vocabulary included.
+        sample: bool,
     },
 }
 
@@ -102,8 +105,14 @@ impl Item {
     fn request(self, new_tokens: usize, repeats: usize) -> Value {
         match self {
             Item::Prefill(n) => json!({"op": "prefill", "n": n, "repeats": repeats}),
-            Item::Decode { batch, beams, .. } => json!({
-                "op": "decode", "batch": batch, "beams": beams, "new": new_tokens, "repeats": repeats
+            Item::Decode {
+                batch,
+                beams,
+                sample,
+                ..
+            } => json!({
+                "op": "decode", "batch": batch, "beams": beams, "sample": sample,
+                "new": new_tokens, "repeats": repeats
             }),
         }
     }
@@ -124,21 +133,30 @@ impl Item {
     }
 }
 
-const DECODES: [Item; 3] = [
+const DECODES: [Item; 4] = [
     Item::Decode {
         name: "greedy_b1",
         batch: 1,
         beams: 1,
+        sample: false,
     },
     Item::Decode {
         name: "greedy_b8",
         batch: 8,
         beams: 1,
+        sample: false,
     },
     Item::Decode {
         name: "beam4_b1",
         batch: 1,
         beams: 4,
+        sample: false,
+    },
+    Item::Decode {
+        name: "sample_b1",
+        batch: 1,
+        beams: 1,
+        sample: true,
     },
 ];
 
@@ -274,9 +292,14 @@ pub fn worker(model: &str, format: &str) -> Result<()> {
                 let ids: Vec<Vec<u32>> = (0..batch)
                     .map(|b| random_ids(16, vocab, b as u64))
                     .collect();
+                let sample = req["sample"].as_bool().unwrap_or(false);
                 let cfg = GenerationConfig {
                     max_new_tokens: Some(new),
                     num_beams: num("beams").max(1),
+                    do_sample: sample,
+                    top_k: 50,
+                    top_p: if sample { 0.9 } else { 1.0 },
+                    seed: Some(0),
                     // No eos, so every run produces exactly `new` tokens.
                     eos_token_id: None,
                     pad_token_id: Some(TokenIds::One(0)),
