@@ -2,8 +2,10 @@
 //! in the cache's scratch and keys and values are written into the cache in place. Every
 //! allocation in the process is counted while a step runs. What is left per layer is candle's:
 //! `Tensor::inplace_op1` checks the cache buffer's layout for overlap with a small Vec, once for
-//! the keys and once for the values. The rest of a step's count is fixed (its input and output
-//! tensors, embeddings, ln_f, lm_head), growing only with the mask's rows.
+//! the keys and once for the values. The rest of a step's count is fixed and small: the ids,
+//! mask and positions read out of their tensors (the mask as rows), the embedded row, and the
+//! two tensors returned (hidden state and logits, each with candle's shape and storage), 17 for
+//! one row; it grows only with the mask's rows.
 //!
 //! One test in this binary: the counter is process-wide, and a second test running beside it
 //! would add its own allocations.
@@ -131,6 +133,14 @@ fn count_every_format() {
             assert!(
                 one.iter().max().unwrap() - one.iter().min().unwrap() <= 3 * rows,
                 "{one:?}"
+            );
+            // And is the inputs read and the outputs made, not conversions (it was 47 for one
+            // row when the ids went through an i64 tensor and nested Vecs, and lm_head's input
+            // through narrow / reshape / contiguous).
+            assert!(
+                median(&one) <= 16 + 2 * rows,
+                "{format:?}, {rows} rows: {} allocations besides the layers",
+                median(&one)
             );
         }
     }

@@ -51,6 +51,56 @@ fn inputs_embeds_equal_input_ids() {
 }
 
 #[test]
+fn integer_inputs_read_alike_in_any_dtype_and_layout() {
+    // input_ids, attention_mask and position_ids as i64 (the golden's), u32, f32, a view that
+    // starts inside its storage (rows 1.. of a taller tensor) and a transposed, non-contiguous
+    // one: the same logits from each. Negative values are refused.
+    let (_, _, model) = load("gelu-inner");
+    let g = Golden::load("gelu-inner");
+    let (ids, mask) = (g.get("batch.input_ids"), g.get("batch.attention_mask"));
+    let pos = gpt2::model::position_ids_from_mask(mask, ids.dims()[1]).unwrap();
+    let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+        let (i, m, p) = (f(ids), f(mask), f(&pos));
+        let args = ForwardArgs {
+            input_ids: Some(&i),
+            attention_mask: Some(&m),
+            position_ids: Some(&p),
+            ..Default::default()
+        };
+        model.forward(&args, None).unwrap().logits.unwrap()
+    };
+    let want = real_rows(g.get("batch.logits"), mask);
+    let ways: [(&str, &dyn Fn(&Tensor) -> Tensor); 5] = [
+        ("i64", &|t| t.to_dtype(DType::I64).unwrap()),
+        ("u32", &|t| t.to_dtype(DType::U32).unwrap()),
+        ("f32", &|t| t.to_dtype(DType::F32).unwrap()),
+        ("offset view", &|t| {
+            let t = t.to_dtype(DType::I64).unwrap();
+            Tensor::cat(&[&t.i(0..1).unwrap(), &t], 0)
+                .unwrap()
+                .i(1..)
+                .unwrap()
+        }),
+        ("transposed", &|t| {
+            t.to_dtype(DType::U32)
+                .unwrap()
+                .t()
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .t()
+                .unwrap()
+        }),
+    ];
+    for (name, f) in ways {
+        assert_close(name, &real_rows(&run(f), mask), &want, 1e-4);
+    }
+    let negative = (ids.to_dtype(DType::I64).unwrap() - 5000.0).unwrap();
+    let msg = input_error(model.forward(&ForwardArgs::ids(&negative), None));
+    assert!(msg.contains("negative"), "{msg}");
+}
+
+#[test]
 fn position_ids_default_to_transformers_numbering_and_can_be_derived() {
     let (_, _, model) = load("gelu-inner");
     let g = Golden::load("gelu-inner");

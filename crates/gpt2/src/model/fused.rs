@@ -71,6 +71,11 @@ fn norm(ln: &LayerNorm, x: &[f32], out: &mut [f32]) -> Result<()> {
     .ok_or_else(not_f32)
 }
 
+thread_local! {
+    /// A row set aside by [`layer_norm_in_place`], reused from step to step.
+    static ASIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A layer norm over `x`'s rows in place (the final `ln_f`, whose input is not needed again):
 /// each row is copied aside and normalised back, the same arithmetic as [`norm`].
 pub(crate) fn layer_norm_in_place(ln: &LayerNorm, x: &mut [f32]) -> Result<()> {
@@ -79,11 +84,13 @@ pub(crate) fn layer_norm_in_place(ln: &LayerNorm, x: &mut [f32]) -> Result<()> {
     with_f32(&ln.weight, |w| {
         with_f32(&ln.bias, |b| {
             by_rows(x, n, |_, rows| {
-                let mut src = vec![0f32; n];
-                for row in rows.chunks_exact_mut(n) {
-                    src.copy_from_slice(row);
-                    layer_norm_rows(&src, w, b, eps, row);
-                }
+                ASIDE.with_borrow_mut(|src| {
+                    src.resize(n, 0.0);
+                    for row in rows.chunks_exact_mut(n) {
+                        src.copy_from_slice(row);
+                        layer_norm_rows(src, w, b, eps, row);
+                    }
+                })
             })
         })
     })

@@ -2,7 +2,7 @@
 //! (`wte`, `wpe`, `drop`, `h[i].{ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.act,
 //! mlp.c_proj}`, `ln_f`, `lm_head`), so a reader with that file open finds each piece.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::activation::Act;
@@ -442,10 +442,11 @@ impl Gpt2Model {
             Some(m) => Some(mask_rows(m, b, past + t)?),
             None => None,
         };
-        let position_ids = match args.position_ids {
+        // Row-major, [b, t].
+        let positions = match args.position_ids {
             Some(p) => {
-                let p = to_u32_rows(p, "position_ids")?;
-                if p.len() != b || p.iter().any(|r| r.len() != t) {
+                let (p, pb, pt) = to_u32_flat(p, "position_ids")?;
+                if (pb, pt) != (b, t) {
                     return Err(Error::Input(format!(
                         "position_ids must be [{b}, {t}] like the input"
                     )));
@@ -454,9 +455,9 @@ impl Gpt2Model {
             }
             // transformers' forward: past..past+T whatever the padding (generate passes
             // positions derived from the mask; see position_ids_from_mask).
-            None => derive_position_ids(None, b, past, t),
+            None => derive_position_ids(None, b, past, t).concat(),
         };
-        let max_pos = position_ids.iter().flatten().copied().max().unwrap_or(0) as usize;
+        let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
         if past + t > cfg.n_positions || max_pos >= cfg.n_positions {
             return Err(Error::Input(format!(
                 "sequence length {} exceeds the model's maximum of {} positions (n_positions); truncate the input",
@@ -468,7 +469,6 @@ impl Gpt2Model {
         // not do (attention maps, dropout) is wanted.
         let fused =
             !args.op_by_op && !args.output_attentions && !args.train && self.device.is_cpu();
-        let positions = position_ids.concat();
         let mut all_hidden = args.output_hidden_states.then(Vec::new);
         let mut all_attn = args.output_attentions.then(Vec::new);
         if fused {
@@ -554,15 +554,14 @@ impl Gpt2Model {
     /// Token ids `[batch, seq]` (or `[seq]`) as one row-major list, each checked against the
     /// vocabulary, and the shape.
     fn token_ids(&self, ids: &Tensor) -> Result<(Vec<u32>, usize, usize)> {
-        let rows = to_u32_rows(ids, "input_ids")?;
-        let (b, t) = (rows.len(), rows.first().map_or(0, Vec::len));
+        let (flat, b, t) = to_u32_flat(ids, "input_ids")?;
         let vocab = self.config.vocab_size;
-        if let Some(bad) = rows.iter().flatten().find(|&&id| id as usize >= vocab) {
+        if let Some(bad) = flat.iter().find(|&&id| id as usize >= vocab) {
             return Err(Error::Input(format!(
                 "token id {bad} is outside the vocabulary (vocab_size {vocab})"
             )));
         }
-        Ok((rows.concat(), b, t))
+        Ok((flat, b, t))
     }
 
     fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
@@ -664,8 +663,13 @@ impl Gpt2LmHeadModel {
         } else {
             args.logits_to_keep.min(t)
         };
-        let h = hidden.narrow(1, t - keep, keep)?.reshape((b * keep, e))?;
-        let logits = self.lm_head.linear(&h, None)?.reshape((b, keep, ()))?;
+        let logits = match self.last_logits(hidden, keep)? {
+            Some(logits) => logits,
+            None => {
+                let h = hidden.narrow(1, t - keep, keep)?.reshape((b * keep, e))?;
+                self.lm_head.linear(&h, None)?.reshape((b, keep, ()))?
+            }
+        };
         let loss = match args.labels {
             Some(labels) => Some(super::loss::causal_lm_loss(&logits, labels)?),
             None => None,
@@ -675,6 +679,38 @@ impl Gpt2LmHeadModel {
             loss,
             ..ModelOutput::base(base.last_hidden_state, base.hidden_states, base.attentions)
         })
+    }
+
+    /// lm_head over the last `keep` positions of each row of an f32 `[b, t, n_embd]` hidden
+    /// state, read in place (a decoding step's one row, or a single prompt's last positions, are
+    /// already contiguous); None for a tensor that is not contiguous f32 on the CPU.
+    fn last_logits(&self, hidden: &Tensor, keep: usize) -> Result<Option<Tensor>> {
+        let (b, t, e) = hidden.dims3()?;
+        let vocab = self.lm_head.dims().0;
+        let mut y = vec![0f32; b * keep * vocab];
+        let done = with_f32(hidden, |hs| {
+            if keep == t || b == 1 {
+                self.lm_head
+                    .linear_into(&hs[(t - keep) * e..], b * keep, None, &mut y)
+            } else {
+                let rows: Vec<f32> = (0..b)
+                    .flat_map(|r| &hs[(r * t + t - keep) * e..(r + 1) * t * e])
+                    .copied()
+                    .collect();
+                self.lm_head.linear_into(&rows, b * keep, None, &mut y)
+            }
+        });
+        match done {
+            Some(r) => {
+                r?;
+                Ok(Some(Tensor::from_vec(
+                    y,
+                    (b, keep, vocab),
+                    hidden.device(),
+                )?))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The state_dict: every tensor with its `transformers` name, in state_dict order
@@ -800,6 +836,16 @@ fn check_weights_match_config(w: &Weights, cfg: &Config) -> Result<()> {
 
 /// Integer tensor [B, T] (any integer or float dtype) as rows of u32.
 fn to_u32_rows(t: &Tensor, what: &str) -> Result<Vec<Vec<u32>>> {
+    let (flat, b, s) = to_u32_flat(t, what)?;
+    Ok(if s == 0 {
+        vec![Vec::new(); b]
+    } else {
+        flat.chunks(s).map(<[u32]>::to_vec).collect()
+    })
+}
+
+/// Integer tensor [B, T] (or [T]) as one row-major list of u32, and B and T.
+fn to_u32_flat(t: &Tensor, what: &str) -> Result<(Vec<u32>, usize, usize)> {
     let t = match t.rank() {
         1 => t.unsqueeze(0)?,
         2 => t.clone(),
@@ -810,19 +856,29 @@ fn to_u32_rows(t: &Tensor, what: &str) -> Result<Vec<Vec<u32>>> {
             )))
         }
     };
-    let as_i64 = t.to_dtype(DType::I64)?.to_vec2::<i64>()?;
-    as_i64
-        .into_iter()
-        .map(|row| {
-            row.into_iter()
-                .map(|v| {
-                    u32::try_from(v).map_err(|_| {
-                        Error::Input(format!("{what} has a negative or huge value {v}"))
-                    })
-                })
-                .collect()
-        })
-        .collect()
+    let (b, s) = t.dims2()?;
+    let check = |v: i64| {
+        u32::try_from(v)
+            .map_err(|_| Error::Input(format!("{what} has a negative or huge value {v}")))
+    };
+    // The ids a decoding step gets (u32 or i64, contiguous) are read where they lie: converting
+    // through an i64 tensor and nested Vecs was two thirds of a step's allocations.
+    let flat: Vec<u32> = {
+        let (storage, layout) = t.storage_and_layout();
+        let at = layout.start_offset()..layout.start_offset() + b * s;
+        match (&*storage, t.is_contiguous()) {
+            (Storage::Cpu(CpuStorage::U32(v)), true) => v[at].to_vec(),
+            (Storage::Cpu(CpuStorage::I64(v)), true) => {
+                v[at].iter().map(|&x| check(x)).collect::<Result<_>>()?
+            }
+            _ => {
+                drop(storage);
+                let as_i64 = t.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
+                as_i64.into_iter().map(check).collect::<Result<_>>()?
+            }
+        }
+    };
+    Ok((flat, b, s))
 }
 
 fn mask_rows(mask: &Tensor, b: usize, s: usize) -> Result<Vec<Vec<u32>>> {
