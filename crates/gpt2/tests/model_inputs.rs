@@ -70,7 +70,8 @@ fn integer_inputs_read_alike_in_any_dtype_and_layout() {
         model.forward(&args, None).unwrap().logits.unwrap()
     };
     let want = real_rows(g.get("batch.logits"), mask);
-    let ways: [(&str, &dyn Fn(&Tensor) -> Tensor); 5] = [
+    type Way<'a> = (&'a str, &'a dyn Fn(&Tensor) -> Tensor);
+    let ways: [Way; 5] = [
         ("i64", &|t| t.to_dtype(DType::I64).unwrap()),
         ("u32", &|t| t.to_dtype(DType::U32).unwrap()),
         ("f32", &|t| t.to_dtype(DType::F32).unwrap()),
