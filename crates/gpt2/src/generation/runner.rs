@@ -2,7 +2,7 @@
 //! KV cache, with the attention mask growing by one column each step (so left padding stays
 //! masked and position ids keep counting per row).
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
 use crate::model::{position_ids_from_mask, Cache, ForwardArgs, Gpt2LmHeadModel};
@@ -62,15 +62,18 @@ impl<'m> Runner<'m> {
     }
 
     fn run(&mut self, ids: &Tensor) -> Result<Step> {
-        let mask = rows_tensor(&self.mask)?;
+        // Without padding the mask is all ones: the model is given none, and numbers positions
+        // on from the cache. With padding, generate numbers each row's positions from its
+        // first real token.
         let padded = self.mask.iter().flatten().any(|&m| m == 0);
-        // generate numbers each row's positions from its first real token.
-        let positions = padded
-            .then(|| position_ids_from_mask(&mask, ids.dims()[1]))
+        let mask = padded.then(|| rows_tensor(&self.mask)).transpose()?;
+        let positions = mask
+            .as_ref()
+            .map(|m| position_ids_from_mask(m, ids.dims()[1]))
             .transpose()?;
         let args = ForwardArgs {
             input_ids: Some(ids),
-            attention_mask: padded.then_some(&mask),
+            attention_mask: mask.as_ref(),
             position_ids: positions.as_ref(),
             output_hidden_states: self.output_hidden_states,
             output_attentions: self.output_attentions,
@@ -78,9 +81,12 @@ impl<'m> Runner<'m> {
             ..Default::default()
         };
         let out = self.model.forward(&args, Some(&mut self.cache))?;
+        // [rows, 1, vocab]: the one position kept, rows x vocab once flattened.
         let logits = out.logits.expect("the LM head returns logits");
-        let logits = logits.i((.., 0, ..))?.to_dtype(DType::F32)?;
-        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        let logits = logits
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         Ok(Step {
             logits,
             hidden_states: out.hidden_states,

@@ -455,7 +455,9 @@ impl Gpt2Model {
             }
             // transformers' forward: past..past+T whatever the padding (generate passes
             // positions derived from the mask; see position_ids_from_mask).
-            None => derive_position_ids(None, b, past, t).concat(),
+            None => (0..b)
+                .flat_map(|_| past as u32..(past + t) as u32)
+                .collect(),
         };
         let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
         if past + t > cfg.n_positions || max_pos >= cfg.n_positions {
@@ -921,8 +923,10 @@ fn derive_position_ids(
         Some(rows) => rows
             .iter()
             .map(|row| {
-                let mut seen = 0u32;
-                let full: Vec<u32> = row
+                // Real positions before the last t, then each one's count (1 for padding).
+                let start = row.len() - t;
+                let mut seen = row[..start].iter().filter(|&&m| m != 0).count() as u32;
+                row[start..]
                     .iter()
                     .map(|&m| {
                         seen += (m != 0) as u32;
@@ -932,8 +936,7 @@ fn derive_position_ids(
                             seen - 1
                         }
                     })
-                    .collect();
-                full[full.len() - t..].to_vec()
+                    .collect()
             })
             .collect(),
         None => vec![(past as u32..(past + t) as u32).collect(); b],
