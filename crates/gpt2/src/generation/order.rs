@@ -155,18 +155,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_vocabulary_of_logits_sorts_as_the_reference() {
-        // gpt2's width, values spread as logits are, many exact ties.
-        let mut s = 0x2545_f491_u64;
-        let row: Vec<f32> = (0..50257)
+    /// gpt2's width of scores, `levels` distinct values spread over -`half`..`half` (few
+    /// levels: many exact ties), from a xorshift stream.
+    fn vocabulary(seed: u64, levels: u64, half: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..50257)
             .map(|_| {
                 s ^= s << 13;
                 s ^= s >> 7;
                 s ^= s << 17;
-                ((s % 4000) as f32 - 2000.0) / 64.0
+                ((s % levels) as f32 / levels as f32 * 2.0 - 1.0) * half
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_vocabulary_of_logits_sorts_as_the_reference() {
+        let row = vocabulary(0x2545_f491, 4000, 31.25);
         for descending in [false, true] {
             assert_eq!(
                 argsort(&row, descending),
@@ -202,15 +207,7 @@ mod tests {
 
     #[test]
     fn kth_largest_of_logits_is_the_selections() {
-        let mut s = 0x9e37_79b9_u64;
-        let row: Vec<f32> = (0..50257)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s % 100_000) as f32 - 50_000.0) / 5_000.0
-            })
-            .collect();
+        let row = vocabulary(0x9e37_79b9, 100_000, 10.0);
         for k in [1, 2, 50, 500, 786] {
             assert_eq!(
                 kth_largest(&row, k),

@@ -249,16 +249,7 @@ impl Cache {
                 layer.v = layer.v.index_select(rows, 0)?;
                 continue;
             }
-            for buf in [&layer.k, &layer.v] {
-                let op = PermuteRows {
-                    idx: &idx,
-                    from: 0,
-                    len: layer.len,
-                    spare: std::cell::RefCell::new(std::mem::take(&mut spare)),
-                };
-                buf.inplace_op1(&op)?;
-                spare = op.spare.into_inner();
-            }
+            spare = layer.permute_rows(&idx, 0, spare)?;
         }
         self.reorder = spare;
         Ok(())
@@ -278,19 +269,28 @@ impl Cache {
                     layer.k.dims()[0]
                 )));
             }
-            for buf in [&layer.k, &layer.v] {
-                let op = PermuteRows {
-                    idx: rows,
-                    from: from.min(layer.len),
-                    len: layer.len,
-                    spare: std::cell::RefCell::new(std::mem::take(&mut spare)),
-                };
-                buf.inplace_op1(&op)?;
-                spare = op.spare.into_inner();
-            }
+            spare = layer.permute_rows(rows, from.min(layer.len), spare)?;
         }
         self.reorder = spare;
         Ok(())
+    }
+}
+
+impl LayerKv {
+    /// [`PermuteRows`] over the keys and then the values, `spare` lent to each and handed back.
+    fn permute_rows(&self, idx: &[u32], from: usize, spare: Vec<f32>) -> Result<Vec<f32>> {
+        let mut spare = spare;
+        for buf in [&self.k, &self.v] {
+            let op = PermuteRows {
+                idx,
+                from,
+                len: self.len,
+                spare: std::cell::RefCell::new(spare),
+            };
+            buf.inplace_op1(&op)?;
+            spare = op.spare.into_inner();
+        }
+        Ok(spare)
     }
 }
 
