@@ -1,13 +1,15 @@
 //! The KV cache, kept outside the model (as candle's llama.rs does) so one loaded model can
 //! serve many sequences: `model.forward(&args, Some(&mut cache))`.
 //!
-//! Each layer's keys and values live in one buffer with room to grow, written in place: a
+//! Each layer's keys and values live in one f32 buffer with room to grow, written in place: a
 //! decoding step appends one position instead of copying the whole history (which costs as much
-//! as the rest of a step once sequences grow to hundreds of tokens).
+//! as the rest of a step once sequences grow to hundreds of tokens). The buffers are plain Vecs,
+//! not candle tensors: writing into a tensor goes through candle's in-place op, which allocates
+//! to check the layout on every write (two a layer a decoding step).
 
-use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
+use candle_core::{DType, Device, Tensor};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Positions added whenever a buffer runs out of room (besides doubling), so short generations
 /// allocate once.
@@ -41,30 +43,55 @@ pub(crate) struct StepScratch {
     pub scores: Vec<f32>,
 }
 
-/// One layer: `[batch, n_head, capacity, head_dim]` buffers, the first `len` positions in use.
-#[derive(Debug)]
+/// One layer: `[batch, n_head, capacity, head_dim]` f32 buffers, the first `len` positions of
+/// each head in use.
+#[derive(Debug, Clone)]
 struct LayerKv {
-    k: Tensor,
-    v: Tensor,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    batch: usize,
+    heads: usize,
+    cap: usize,
+    head_dim: usize,
     len: usize,
 }
 
+impl LayerKv {
+    /// Where head `hd` of row `r` starts.
+    fn at(&self, r: usize, hd: usize) -> usize {
+        (r * self.heads + hd) * self.cap * self.head_dim
+    }
+
+    /// The positions in use, `[batch, n_head, len, head_dim]`, as new tensors.
+    fn history(&self, device: &Device) -> Result<(Tensor, Tensor)> {
+        let (b, h, d, len) = (self.batch, self.heads, self.head_dim, self.len);
+        let gather = |buf: &[f32]| -> Result<Tensor> {
+            let mut out = Vec::with_capacity(b * h * len * d);
+            for r in 0..b {
+                for hd in 0..h {
+                    let at = self.at(r, hd);
+                    out.extend_from_slice(&buf[at..at + len * d]);
+                }
+            }
+            Ok(Tensor::from_vec(out, (b, h, len, d), device)?)
+        };
+        Ok((gather(&self.k)?, gather(&self.v)?))
+    }
+
+    /// [`permute_rows`] over the keys and then the values.
+    fn permute_rows(&mut self, idx: &[u32], from: usize, spare: &mut Vec<f32>) {
+        let shape = (self.heads, self.cap, self.head_dim);
+        for buf in [&mut self.k, &mut self.v] {
+            permute_rows(buf, shape, idx, from..self.len, spare);
+        }
+    }
+}
+
 impl Clone for Cache {
-    /// A deep copy: the buffers are written in place, so a clone must not share them.
+    /// A deep copy of the keys and values (the working rows are not copied).
     fn clone(&self) -> Cache {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.as_ref().map(|l| LayerKv {
-                    k: l.k.copy().expect("a copy of a CPU tensor"),
-                    v: l.v.copy().expect("a copy of a CPU tensor"),
-                    len: l.len,
-                })
-            })
-            .collect();
         Cache {
-            layers,
+            layers: self.layers.clone(),
             scratch: StepScratch::default(),
             capacity: self.capacity,
             reorder: Vec::new(),
@@ -104,7 +131,7 @@ impl Cache {
         self.layers
             .iter()
             .flatten()
-            .map(|l| (l.k.elem_count() + l.v.elem_count()) * l.k.dtype().size_in_bytes())
+            .map(|l| (l.k.len() + l.v.len()) * std::mem::size_of::<f32>())
             .sum()
     }
 
@@ -116,12 +143,10 @@ impl Cache {
         self.layers.len()
     }
 
-    /// Layer `i`'s keys and values, `[batch, n_head, seq, head_dim]` each: views of the
-    /// buffers, which later forwards and [`Cache::select_rows`] write in place (copy them to
-    /// keep them).
+    /// Layer `i`'s keys and values, `[batch, n_head, seq, head_dim]` each: copies of the
+    /// positions in use (later forwards write the buffers in place).
     pub fn layer(&self, i: usize) -> Option<(Tensor, Tensor)> {
-        let l = self.layers.get(i)?.as_ref()?;
-        Some((l.k.narrow(2, 0, l.len).ok()?, l.v.narrow(2, 0, l.len).ok()?))
+        self.layers.get(i)?.as_ref()?.history(&Device::Cpu).ok()
     }
 
     /// Drop layer `i`'s keys and values (a forward without a cache keeps one layer's at a time).
@@ -139,40 +164,56 @@ impl Cache {
         &mut self,
         i: usize,
         (b, h, t, d): (usize, usize, usize, usize),
-        dtype: DType,
-        device: &Device,
     ) -> Result<&mut LayerKv> {
+        if let Some(l) = self.layers[i].as_ref() {
+            if (l.batch, l.heads, l.head_dim) != (b, h, d) {
+                return Err(Error::Input(format!(
+                    "the cache holds [{}, {}, _, {}] keys, not [{b}, {h}, _, {d}]",
+                    l.batch, l.heads, l.head_dim
+                )));
+            }
+        }
         let need = self.layers[i].as_ref().map_or(0, |l| l.len) + t;
-        let cap = self.layers[i].as_ref().map_or(0, |l| l.k.dims()[2]);
+        let cap = self.layers[i].as_ref().map_or(0, |l| l.cap);
         if need > cap {
             let new_cap = if cap == 0 && self.capacity >= need {
                 self.capacity
             } else {
                 (cap * 2).max(need + GROW)
             };
-            let zeros = || Tensor::zeros((b, h, new_cap, d), dtype, device);
-            let (k, v) = (zeros()?, zeros()?);
-            let len = match self.layers[i].take() {
-                Some(old) => {
-                    k.slice_set(&old.k.narrow(2, 0, old.len)?.contiguous()?, 2, 0)?;
-                    v.slice_set(&old.v.narrow(2, 0, old.len)?.contiguous()?, 2, 0)?;
-                    old.len
-                }
-                None => 0,
+            let mut grown = LayerKv {
+                k: vec![0f32; b * h * new_cap * d],
+                v: vec![0f32; b * h * new_cap * d],
+                batch: b,
+                heads: h,
+                cap: new_cap,
+                head_dim: d,
+                len: 0,
             };
-            self.layers[i] = Some(LayerKv { k, v, len });
+            if let Some(old) = self.layers[i].take() {
+                for r in 0..b {
+                    for hd in 0..h {
+                        let (from, to) = (old.at(r, hd), grown.at(r, hd));
+                        let used = old.len * d;
+                        grown.k[to..to + used].copy_from_slice(&old.k[from..from + used]);
+                        grown.v[to..to + used].copy_from_slice(&old.v[from..from + used]);
+                    }
+                }
+                grown.len = old.len;
+            }
+            self.layers[i] = Some(grown);
         }
         Ok(self.layers[i].as_mut().expect("just made"))
     }
 
-    /// Room in layer `i` for `t` more positions of the fused forward's f32 `[b, h, t, d]` rows
-    /// (a prompt taken in chunks asks for all of it first).
+    /// Room in layer `i` for `t` more positions of the fused forward's `[b, h, t, d]` rows (a
+    /// prompt taken in chunks asks for all of it first).
     pub(crate) fn reserve_rows(
         &mut self,
         i: usize,
         shape: (usize, usize, usize, usize),
     ) -> Result<()> {
-        self.reserve(i, shape, DType::F32, &Device::Cpu).map(|_| ())
+        self.reserve(i, shape).map(|_| ())
     }
 
     /// `t` new positions' keys and values for `b` rows, written in place into layer `i`: head
@@ -186,70 +227,99 @@ impl Cache {
         row_stride: usize,
         (key_offset, value_offset): (usize, usize),
     ) -> Result<()> {
-        let layer = self.reserve(i, (b, h, t, d), DType::F32, &Device::Cpu)?;
-        let cap = layer.k.dims()[2];
-        for (buf, offset) in [(&layer.k, key_offset), (&layer.v, value_offset)] {
-            buf.inplace_op1(&WriteRows {
-                src: qkv,
-                row_stride,
-                offset,
-                shape: (b, t, h, d),
-                cap,
-                pos: layer.len,
-            })?;
+        let layer = self.reserve(i, (b, h, t, d))?;
+        let pos = layer.len;
+        for r in 0..b {
+            for hd in 0..h {
+                let head = layer.at(r, hd) + pos * d;
+                for p in 0..t {
+                    let src = (r * t + p) * row_stride + hd * d;
+                    let at = head + p * d;
+                    layer.k[at..at + d].copy_from_slice(&qkv[src + key_offset..][..d]);
+                    layer.v[at..at + d].copy_from_slice(&qkv[src + value_offset..][..d]);
+                }
+            }
         }
         layer.len += t;
         Ok(())
     }
 
     /// Append this step's keys and values (`[batch, n_head, t, head_dim]`) to layer `i` and
-    /// return the whole history (views).
+    /// return the whole history (copies, as transformers' cache concatenates).
     pub(crate) fn append(&mut self, i: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let layer = self.reserve(i, k.dims4()?, k.dtype(), k.device())?;
-        let t = k.dims()[2];
-        layer.k.slice_set(&k.contiguous()?, 2, layer.len)?;
-        layer.v.slice_set(&v.contiguous()?, 2, layer.len)?;
+        let (b, h, t, d) = k.dims4()?;
+        if v.dims() != k.dims() {
+            return Err(Error::Input(format!(
+                "keys {:?} and values {:?} differ in shape",
+                k.dims(),
+                v.dims()
+            )));
+        }
+        let flat = |x: &Tensor| -> Result<Vec<f32>> {
+            Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let (ks, vs) = (flat(k)?, flat(v)?);
+        let layer = self.reserve(i, (b, h, t, d))?;
+        let pos = layer.len;
+        for r in 0..b {
+            for hd in 0..h {
+                let at = layer.at(r, hd) + pos * d;
+                let src = (r * h + hd) * t * d;
+                layer.k[at..at + t * d].copy_from_slice(&ks[src..src + t * d]);
+                layer.v[at..at + t * d].copy_from_slice(&vs[src..src + t * d]);
+            }
+        }
         layer.len += t;
-        Ok((
-            layer.k.narrow(2, 0, layer.len)?,
-            layer.v.narrow(2, 0, layer.len)?,
-        ))
+        layer.history(k.device())
     }
 
-    /// Layer `i`'s whole buffers, `[batch, n_head, capacity, head_dim]`, and how many positions
-    /// are in use (what the fused decode step reads in place).
-    pub(crate) fn buffers(&self, i: usize) -> Option<(&Tensor, &Tensor, usize)> {
+    /// Layer `i`'s whole buffers, `[batch, n_head, capacity, head_dim]`, how many positions are
+    /// in use and the capacity (what the fused decode step reads in place).
+    pub(crate) fn buffers(&self, i: usize) -> Option<(&[f32], &[f32], usize, usize)> {
         let l = self.layers.get(i)?.as_ref()?;
-        Some((&l.k, &l.v, l.len))
+        Some((&l.k, &l.v, l.len, l.cap))
     }
 
-    /// The dtype of the cached tensors (None when empty).
+    /// The dtype of the cached tensors (None when empty): f32, whatever the weights.
     pub fn dtype(&self) -> Option<DType> {
-        self.layers.first()?.as_ref().map(|l| l.k.dtype())
+        self.layers.iter().flatten().next().map(|_| DType::F32)
     }
 
     /// Keep, in this order, the batch rows named by `rows` (beam search reorders its beams).
     ///
-    /// As many rows as there are (a beam step): the f32 buffers are rearranged in place, only
-    /// the positions in use and only the rows that change, where index_select copied every
-    /// row's whole room into new buffers each step (over half of a 200-token beam search's
-    /// time). Another count (contrastive search's candidates) takes index_select.
+    /// As many rows as there are (a beam step): the buffers are rearranged in place, only the
+    /// positions in use and only the rows that change, where copying every row's whole room into
+    /// new buffers each step took over half of a 200-token beam search's time. Another count
+    /// (contrastive search's candidates) makes new buffers.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         let idx = rows.to_dtype(DType::U32)?.to_vec1::<u32>()?;
         let mut spare = std::mem::take(&mut self.reorder);
         for layer in self.layers.iter_mut().flatten() {
-            let b = layer.k.dims()[0];
-            let in_place = idx.len() == b
-                && idx.iter().all(|&r| (r as usize) < b)
-                && [&layer.k, &layer.v]
-                    .iter()
-                    .all(|t| t.dtype() == DType::F32 && t.is_contiguous() && t.rank() == 4);
-            if !in_place {
-                layer.k = layer.k.index_select(rows, 0)?;
-                layer.v = layer.v.index_select(rows, 0)?;
+            let b = layer.batch;
+            if let Some(&bad) = idx.iter().find(|&&r| r as usize >= b) {
+                return Err(Error::Input(format!(
+                    "row {bad} selected from a cache of {b} rows"
+                )));
+            }
+            if idx.len() == b {
+                layer.permute_rows(&idx, 0, &mut spare);
                 continue;
             }
-            spare = layer.permute_rows(&idx, 0, spare)?;
+            let per_row = layer.heads * layer.cap * layer.head_dim;
+            let pick = |buf: &[f32]| -> Vec<f32> {
+                let mut out = vec![0f32; idx.len() * per_row];
+                for (r, &src) in idx.iter().enumerate() {
+                    let src = src as usize;
+                    for hd in 0..layer.heads {
+                        let used = layer.len * layer.head_dim;
+                        let (from, to) = (layer.at(src, hd), layer.at(r, hd));
+                        out[to..to + used].copy_from_slice(&buf[from..from + used]);
+                    }
+                }
+                out
+            };
+            (layer.k, layer.v) = (pick(&layer.k), pick(&layer.v));
+            layer.batch = idx.len();
         }
         self.reorder = spare;
         Ok(())
@@ -262,127 +332,57 @@ impl Cache {
     pub(crate) fn copy_rows_from(&mut self, rows: &[u32], from: usize) -> Result<()> {
         let mut spare = std::mem::take(&mut self.reorder);
         for layer in self.layers.iter_mut().flatten() {
-            if rows.len() != layer.k.dims()[0] || rows.iter().any(|&r| r as usize >= rows.len()) {
-                return Err(crate::Error::Input(format!(
+            if rows.len() != layer.batch || rows.iter().any(|&r| r as usize >= rows.len()) {
+                return Err(Error::Input(format!(
                     "{} rows to keep for a cache of {}",
                     rows.len(),
-                    layer.k.dims()[0]
+                    layer.batch
                 )));
             }
-            spare = layer.permute_rows(rows, from.min(layer.len), spare)?;
+            let from = from.min(layer.len);
+            layer.permute_rows(rows, from, &mut spare);
         }
         self.reorder = spare;
         Ok(())
     }
 }
 
-impl LayerKv {
-    /// [`PermuteRows`] over the keys and then the values, `spare` lent to each and handed back.
-    fn permute_rows(&self, idx: &[u32], from: usize, spare: Vec<f32>) -> Result<Vec<f32>> {
-        let mut spare = spare;
-        for buf in [&self.k, &self.v] {
-            let op = PermuteRows {
-                idx,
-                from,
-                len: self.len,
-                spare: std::cell::RefCell::new(spare),
-            };
-            buf.inplace_op1(&op)?;
-            spare = op.spare.into_inner();
+/// Row r of a `[b, h, cap, d]` buffer becomes old row `idx[r]`, positions `span` of each head,
+/// in place: rows that other rows copy from and that are themselves overwritten are set aside
+/// in `spare` first.
+fn permute_rows(
+    buf: &mut [f32],
+    (h, cap, d): (usize, usize, usize),
+    idx: &[u32],
+    span: std::ops::Range<usize>,
+    spare: &mut Vec<f32>,
+) {
+    let used = span.len() * d;
+    // Where head `hd` of row `r` starts (its first position copied).
+    let at = |r: usize, hd: usize| ((r * h + hd) * cap + span.start) * d;
+    let moved = |r: usize| idx[r] as usize != r;
+    // Sources that are also destinations: their old rows, kept aside.
+    let saved: Vec<usize> = (0..idx.len())
+        .filter(|&s| moved(s) && (0..idx.len()).any(|r| moved(r) && idx[r] as usize == s))
+        .collect();
+    spare.clear();
+    for &s in &saved {
+        for hd in 0..h {
+            spare.extend_from_slice(&buf[at(s, hd)..at(s, hd) + used]);
         }
-        Ok(spare)
     }
-}
-
-/// Row r of a `[b, h, cap, d]` f32 buffer becomes old row `idx[r]`, positions `from..len` of
-/// each head, in place: rows that other rows copy from and that are themselves overwritten
-/// are set aside in `spare` first.
-struct PermuteRows<'a> {
-    idx: &'a [u32],
-    from: usize,
-    len: usize,
-    spare: std::cell::RefCell<Vec<f32>>,
-}
-
-impl InplaceOp1 for PermuteRows<'_> {
-    fn name(&self) -> &'static str {
-        "kv-cache-permute-rows"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(buf) = storage else {
-            candle_core::bail!("the in-place reorder is for f32 caches");
-        };
-        let &[_, h, cap, d] = layout.dims() else {
-            candle_core::bail!("a cache buffer is [batch, heads, positions, head_dim]");
-        };
-        let base = layout.start_offset();
-        let used = (self.len - self.from) * d;
-        // Where head `hd` of row `r` starts (its first position copied).
-        let at = |r: usize, hd: usize| base + ((r * h + hd) * cap + self.from) * d;
-        let moved = |r: usize| self.idx[r] as usize != r;
-        // Sources that are also destinations: their old rows, kept aside.
-        let saved: Vec<usize> = (0..self.idx.len())
-            .filter(|&s| {
-                moved(s) && (0..self.idx.len()).any(|r| moved(r) && self.idx[r] as usize == s)
-            })
-            .collect();
-        let mut spare = self.spare.borrow_mut();
-        spare.clear();
-        for &s in &saved {
-            for hd in 0..h {
-                spare.extend_from_slice(&buf[at(s, hd)..at(s, hd) + used]);
-            }
-        }
-        for r in (0..self.idx.len()).filter(|&r| moved(r)) {
-            let src = self.idx[r] as usize;
-            for hd in 0..h {
-                let dst = at(r, hd);
-                match saved.iter().position(|&s| s == src) {
-                    Some(i) => {
-                        let from = (i * h + hd) * used;
-                        buf[dst..dst + used].copy_from_slice(&spare[from..from + used]);
-                    }
-                    None => buf.copy_within(at(src, hd)..at(src, hd) + used, dst),
+    for r in (0..idx.len()).filter(|&r| moved(r)) {
+        let src = idx[r] as usize;
+        for hd in 0..h {
+            let dst = at(r, hd);
+            match saved.iter().position(|&s| s == src) {
+                Some(i) => {
+                    let from = (i * h + hd) * used;
+                    buf[dst..dst + used].copy_from_slice(&spare[from..from + used]);
                 }
+                None => buf.copy_within(at(src, hd)..at(src, hd) + used, dst),
             }
         }
-        Ok(())
-    }
-}
-
-/// Copy `t` positions' heads into a `[b, h, cap, d]` f32 buffer from `pos` on, in place.
-struct WriteRows<'a> {
-    src: &'a [f32],
-    row_stride: usize,
-    offset: usize,
-    shape: (usize, usize, usize, usize),
-    cap: usize,
-    pos: usize,
-}
-
-impl InplaceOp1 for WriteRows<'_> {
-    fn name(&self) -> &'static str {
-        "kv-cache-write"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(buf) = storage else {
-            candle_core::bail!("the fused forward's cache is f32");
-        };
-        let (b, t, h, d) = self.shape;
-        let base = layout.start_offset();
-        for r in 0..b {
-            for hd in 0..h {
-                for p in 0..t {
-                    let src =
-                        &self.src[(r * t + p) * self.row_stride + self.offset + hd * d..][..d];
-                    let at = base + ((r * h + hd) * self.cap + self.pos + p) * d;
-                    buf[at..at + d].copy_from_slice(src);
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -414,6 +414,62 @@ mod tests {
         let (k, v) = cache.layer(0).unwrap();
         let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         (flat(k), flat(v))
+    }
+
+    /// Row `r` of a layer's `[b, h, len, d]` contents, keys then values.
+    fn row(cache: &Cache, r: usize) -> Vec<f32> {
+        let (k, v) = cache.layer(0).unwrap();
+        let one = |t: Tensor| {
+            t.get(r)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        [one(k), one(v)].concat()
+    }
+
+    #[test]
+    fn selecting_another_count_of_rows_copies_them_and_grows_on() {
+        // Three rows of five positions, each row its own values.
+        let mut cache = Cache::new(1);
+        write(&mut cache, 3, 5, |r, p| (10 * r + p) as f32);
+        let before: Vec<Vec<f32>> = (0..3).map(|r| row(&cache, r)).collect();
+        // Expansion (contrastive search's candidates) and a repeat.
+        let mut wide = cache.clone();
+        wide.select_rows(&Tensor::new(&[2u32, 2, 0, 1, 2], &Device::Cpu).unwrap())
+            .unwrap();
+        for (r, src) in [2, 2, 0, 1, 2].into_iter().enumerate() {
+            assert_eq!(row(&wide, r), before[src], "row {r}");
+        }
+        // The new rows take further positions, past the first room (5 + 64) too.
+        write(&mut wide, 5, 70, |r, p| (100 * r + p) as f32);
+        assert_eq!(wide.seq_len(), 75);
+        let (k, _) = wide.layer(0).unwrap();
+        assert_eq!(k.dims(), &[5, 2, 75, 3]);
+        // Each head's first five positions (keys, then values) are still row 2's.
+        let grown = row(&wide, 4);
+        for head in 0..4 {
+            assert_eq!(
+                &grown[head * 75 * 3..][..15],
+                &before[2][head * 15..][..15],
+                "head {head}"
+            );
+        }
+        // Fewer rows.
+        let mut narrow = cache.clone();
+        narrow
+            .select_rows(&Tensor::new(&[1u32], &Device::Cpu).unwrap())
+            .unwrap();
+        assert_eq!(row(&narrow, 0), before[1]);
+        // A row that is not there, and a write of another shape, are refused.
+        assert!(cache
+            .select_rows(&Tensor::new(&[0u32, 3], &Device::Cpu).unwrap())
+            .is_err());
+        let qkv = vec![0f32; 2 * 2 * 2 * 3];
+        assert!(cache.write_rows(0, (2, 1, 2, 3), &qkv, 12, (0, 6)).is_err());
+        assert_eq!(row(&cache, 2), before[2]);
     }
 
     #[test]

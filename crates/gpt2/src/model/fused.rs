@@ -147,7 +147,7 @@ impl Block {
         mask: Option<&[Vec<u32>]>,
     ) -> Result<()> {
         let e = x.len() / (b * t).max(1);
-        let past = cache.buffers(layer).map_or(0, |(_, _, len)| len);
+        let past = cache.buffers(layer).map_or(0, |(_, _, len, _)| len);
         let per_chunk = (prompt_rows(self.mlp.c_fc.weight_out_in()) / b.max(1)).max(1);
         // A query that sees no key at all (left padding's first positions) attends uniformly
         // to every key of the whole prompt, as transformers does: those prompts go whole.
@@ -209,32 +209,27 @@ impl Block {
         conv1d(&self.attn.c_attn, &s.rows, rows, qkv)?;
         // These positions' keys and values, written into the cache in place.
         cache.write_rows(layer, (b, t, h, d), qkv, 3 * e, (e, 2 * e))?;
-        let (kbuf, vbuf, len) = cache.buffers(layer).expect("just written");
-        let cap = kbuf.dims()[2];
+        let (ks, vs, len, cap) = cache.buffers(layer).expect("just written");
         let scale = self.attn.scaling as f32;
         let (qkv, att) = (&*qkv, &mut s.rows);
-        let attended = if t == 1 {
+        if t == 1 {
             // One query per (row, head): a task each, the scores in the scratch, which has room
             // for every position the cache holds so it grows with the cache, not each step.
             if s.scores.capacity() < b * h * cap {
                 s.scores = Vec::with_capacity(b * h * cap);
             }
             fit(&mut s.scores, b * h * len);
-            with_f32(kbuf, |ks| {
-                with_f32(vbuf, |vs| {
-                    att.par_chunks_mut(d)
-                        .zip(s.scores.par_chunks_mut(len.max(1)))
-                        .enumerate()
-                        .for_each(|(rh, (out, p))| {
-                            let (r, hd) = (rh / h, rh % h);
-                            let q = &qkv[r * 3 * e + hd * d..r * 3 * e + (hd + 1) * d];
-                            let base = (r * h + hd) * cap * d;
-                            let head = base..base + len * d;
-                            let visible = |pos: usize| mask.is_none_or(|m| m[r][pos] != 0);
-                            attend_row(q, &ks[head.clone()], &vs[head], scale, visible, p, out);
-                        })
-                })
-            })
+            att.par_chunks_mut(d)
+                .zip(s.scores.par_chunks_mut(len.max(1)))
+                .enumerate()
+                .for_each(|(rh, (out, p))| {
+                    let (r, hd) = (rh / h, rh % h);
+                    let q = &qkv[r * 3 * e + hd * d..r * 3 * e + (hd + 1) * d];
+                    let base = (r * h + hd) * cap * d;
+                    let head = base..base + len * d;
+                    let visible = |pos: usize| mask.is_none_or(|m| m[r][pos] != 0);
+                    attend_row(q, &ks[head.clone()], &vs[head], scale, visible, p, out);
+                });
         } else {
             // The queries straight from c_attn's output, blocks of them against the cache.
             let qs = Strides {
@@ -243,13 +238,8 @@ impl Block {
                 row: 3 * e,
             };
             let shape = (b, h, t, len, d, cap);
-            with_f32(kbuf, |ks| {
-                with_f32(vbuf, |vs| {
-                    attend_prompt(qkv, qs, ks, vs, mask, shape, scale, att)
-                })
-            })
-        };
-        attended.flatten().ok_or_else(not_f32)?;
+            attend_prompt(qkv, qs, ks, vs, mask, shape, scale, att);
+        }
 
         conv1d(&self.attn.c_proj, &s.rows, rows, &mut s.proj)?;
         add(x, &s.proj, e);
