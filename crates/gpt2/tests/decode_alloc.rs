@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use candle_core::{Device, Tensor};
 use common::model_dir;
+use gpt2::generation::{generate, GenerateOptions, GenerationConfig, Prompts};
 use gpt2::model::{position_ids_from_mask, Cache, ForwardArgs, Gpt2LmHeadModel, WeightFormat};
 use gpt2::weights::Weights;
 use gpt2::Config;
@@ -102,7 +103,7 @@ fn median(v: &[usize]) -> usize {
 }
 
 #[test]
-fn decode_steps_allocate_nothing_per_layer() {
+fn decode_steps_allocate_nothing_per_layer_nor_per_token() {
     // On a pool of one worker: the per-thread buffers (quantized inputs, staging) are then warm
     // after the warm-up steps. With several workers, a worker's first product on some later
     // step allocates its thread's buffers once (seen in CI as one step of +4), which is
@@ -112,6 +113,55 @@ fn decode_steps_allocate_nothing_per_layer() {
         .build()
         .expect("a thread pool");
     pool.install(count_every_format);
+    pool.install(count_generate_steps);
+}
+
+/// Allocations of a whole `generate` call of `new` tokens from two prompts (left-padded when
+/// `padded`), greedy or sampling with top_k 50.
+fn generate_allocations(model: &Gpt2LmHeadModel, new: usize, sample: bool, padded: bool) -> usize {
+    let ids = vec![vec![0u32, 5, 6, 7], vec![3u32, 5, 6, 7]];
+    let mask = vec![vec![u32::from(!padded), 1, 1, 1], vec![1u32, 1, 1, 1]];
+    let cfg = GenerationConfig {
+        max_new_tokens: Some(new),
+        do_sample: sample,
+        top_k: 50,
+        seed: Some(1),
+        eos_token_id: None,
+        ..GenerationConfig::default()
+    };
+    let prompts = Prompts {
+        input_ids: &ids,
+        attention_mask: Some(&mask),
+    };
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let out = generate(model, prompts, &cfg, GenerateOptions::default()).unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_eq!(out.sequences[0].len(), 4 + new);
+    ALLOCATIONS.load(Ordering::SeqCst)
+}
+
+fn count_generate_steps() {
+    // The generation loop around the step: 8 tokens or 24, the same allocations (the rows, the
+    // mask and the cache get their room for max_length at the start; the step writes its
+    // logits into the loop's buffer; top_k selects in a reused copy).
+    for name in ["prelu", "reorder-upcast"] {
+        let dir = model_dir(name);
+        let config = Config::from_file(dir.join("config.json")).unwrap();
+        let weights = Weights::from_dir(&dir).unwrap();
+        let model =
+            Gpt2LmHeadModel::load(&weights, &config, WeightFormat::Q8, &Device::Cpu).unwrap();
+        for (sample, padded) in [(false, false), (true, false), (false, true), (true, true)] {
+            generate_allocations(&model, 4, sample, padded);
+            let short = generate_allocations(&model, 8, sample, padded);
+            let long = generate_allocations(&model, 24, sample, padded);
+            println!("{name} sample {sample} padded {padded}: 8 tokens {short}, 24 tokens {long}");
+            assert_eq!(
+                long, short,
+                "{name}, sample {sample}, padded {padded}: allocations that grow with the tokens"
+            );
+        }
+    }
 }
 
 fn count_every_format() {

@@ -33,12 +33,24 @@ pub(crate) fn argsort_reference(row: &[f32], descending: bool) -> Vec<usize> {
 }
 
 /// The k-th largest value of `row` (`torch.topk(row, k)[0][-1]`, NaN above everything), k
-/// clamped to 1..=len, selected in a copy of the row: the reference for [`kth_largest`].
+/// clamped to 1..=len, selected in a copy of the row: the reference for [`kth_largest`] (which
+/// selects the same way, in fewer scores).
+#[cfg(test)]
 pub(crate) fn kth_largest_reference(row: &[f32], k: usize) -> f32 {
     let k = k.clamp(1, row.len());
     let mut v = row.to_vec();
+    select_kth(&mut v, k)
+}
+
+/// Reorders `v` so its k-th largest is at k - 1, and returns it.
+fn select_kth(v: &mut [f32], k: usize) -> f32 {
     v.select_nth_unstable_by(k - 1, |a, b| cmp_nan_last(*b, *a));
     v[k - 1]
+}
+
+thread_local! {
+    /// [`kth_largest`]'s copy of the scores it selects among, reused from step to step.
+    static CANDIDATES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// [`kth_largest_reference`]'s value, selected among fewer scores: the largest of each of k
@@ -47,17 +59,21 @@ pub(crate) fn kth_largest_reference(row: &[f32], k: usize) -> f32 {
 /// top_k of 50, where the copy and selection of them all cost ~0.13 ms a row).
 pub(crate) fn kth_largest(row: &[f32], k: usize) -> f32 {
     let k = k.clamp(1, row.len());
-    // f32::max passes NaNs over, so a row with any takes the plain way.
-    if row.len() < 64 * k || row.iter().any(|x| x.is_nan()) {
-        return kth_largest_reference(row, k);
-    }
-    let floor = row
-        .chunks(row.len() / k)
-        .take(k)
-        .map(|c| lanes(c, f32::NEG_INFINITY, f32::max))
-        .fold(f32::INFINITY, f32::min);
-    let high: Vec<f32> = row.iter().copied().filter(|&x| x >= floor).collect();
-    kth_largest_reference(&high, k)
+    CANDIDATES.with_borrow_mut(|high| {
+        high.clear();
+        // f32::max passes NaNs over, so a row with any is selected in whole.
+        if row.len() < 64 * k || row.iter().any(|x| x.is_nan()) {
+            high.extend_from_slice(row);
+        } else {
+            let floor = row
+                .chunks(row.len() / k)
+                .take(k)
+                .map(|c| lanes(c, f32::NEG_INFINITY, f32::max))
+                .fold(f32::INFINITY, f32::min);
+            high.extend(row.iter().copied().filter(|&x| x >= floor));
+        }
+        select_kth(high, k)
+    })
 }
 
 /// A key whose unsigned order is [`cmp_nan_last`]'s: negative floats' bits flipped so they

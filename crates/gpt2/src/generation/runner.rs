@@ -27,6 +27,8 @@ pub(crate) struct Runner<'m> {
     pub output_hidden_states: bool,
     pub output_attentions: bool,
     pub output_last_hidden_state: bool,
+    /// [`Runner::step_into`]'s position per row, reused.
+    positions: Vec<u32>,
 }
 
 fn rows_tensor(rows: &[Vec<u32>]) -> Result<Tensor> {
@@ -47,6 +49,11 @@ impl<'m> Runner<'m> {
         positions: usize,
     ) -> Runner<'m> {
         let positions = positions.min(model.config().n_positions);
+        let mut mask = mask;
+        // The mask grows by a column a step: its room made once.
+        for row in mask.iter_mut() {
+            row.reserve(positions.saturating_sub(row.len()));
+        }
         Runner {
             model,
             cache: Cache::with_capacity(model.config().n_layer, positions),
@@ -54,6 +61,7 @@ impl<'m> Runner<'m> {
             output_hidden_states: false,
             output_attentions: false,
             output_last_hidden_state: false,
+            positions: Vec::new(),
         }
     }
 
@@ -111,6 +119,29 @@ impl<'m> Runner<'m> {
         }
         let ids = Tensor::from_vec(tokens.to_vec(), (tokens.len(), 1), &Device::Cpu)?;
         self.run(&ids)
+    }
+
+    /// [`Runner::step`] for a loop that wants only the logits: written into `logits` (rows x
+    /// vocab), through [`Gpt2LmHeadModel::step_logits`] without tensors, so a step allocates
+    /// nothing once warm. Each row's position is its count of real tokens so far, less one
+    /// (generate's numbering from the mask; the cache's length when nothing is padding).
+    pub fn step_into(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> Result<()> {
+        for row in self.mask.iter_mut() {
+            row.push(1);
+        }
+        self.positions.clear();
+        self.positions.extend(
+            self.mask
+                .iter()
+                .map(|row| row.iter().filter(|&&m| m != 0).count() as u32 - 1),
+        );
+        self.model.step_logits(
+            tokens,
+            &self.positions,
+            Some(&self.mask),
+            &mut self.cache,
+            logits,
+        )
     }
 
     /// [`Runner::select_rows`] for rows that agree on all but the newest position (contrastive

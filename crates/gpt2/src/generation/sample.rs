@@ -92,15 +92,22 @@ pub(crate) fn run(
     let v = runner.vocab_size();
     let mut unfinished = vec![true; n];
     let mut logprobs = opts.token_logprobs.then(|| vec![Vec::new(); n]);
+    for row in rows.iter_mut() {
+        row.reserve(plan.max_length.saturating_sub(row.len()));
+    }
     let mut step = runner.prefill(&rows)?;
+    // Without hidden states or attentions to return, a step is only logits, written into the
+    // scores' buffer (Runner::step_into): the loop then allocates nothing of its own a step.
+    let logits_only = out.hidden_states.is_none() && out.attentions.is_none();
+    let mut scores = std::mem::take(&mut step.logits);
     // Reused every step: a row's probabilities (sampling) are a vocabulary of floats.
     let mut probs = Vec::new();
+    let mut next = Vec::with_capacity(n);
     while rows[0].len() < plan.max_length {
         // The raw logits are copied only when they are returned beside the scores.
-        let mut scores = step.logits;
         let raw = out.logits.is_some().then(|| scores.clone());
         processors.process(&rows, &mut scores, v);
-        let mut next = Vec::with_capacity(n);
+        next.clear();
         for (r, row_scores) in scores.chunks(v).enumerate() {
             let token = if !unfinished[r] && has_eos_stop {
                 pad.expect("checked above")
@@ -120,15 +127,15 @@ pub(crate) fn run(
         }
         record_logprobs(&mut logprobs, &scores, v, &next);
         if let Some(s) = out.scores.as_mut() {
-            s.push(scores);
+            s.push(std::mem::take(&mut scores));
         }
         if let (Some(l), Some(raw)) = (out.logits.as_mut(), raw) {
             l.push(raw);
         }
-        if let (Some(h), Some(hs)) = (out.hidden_states.as_mut(), step.hidden_states) {
+        if let (Some(h), Some(hs)) = (out.hidden_states.as_mut(), step.hidden_states.take()) {
             h.push(hs);
         }
-        if let (Some(a), Some(at)) = (out.attentions.as_mut(), step.attentions) {
+        if let (Some(a), Some(at)) = (out.attentions.as_mut(), step.attentions.take()) {
             a.push(at);
         }
         for (row, &t) in rows.iter_mut().zip(&next) {
@@ -138,13 +145,16 @@ pub(crate) fn run(
             Some(f) => f(&next),
             None => true,
         };
-        for (u, d) in unfinished.iter_mut().zip(stopping.done(&rows)) {
-            *u = *u && !d;
-        }
+        stopping.finish(&rows, &mut unfinished);
         if !keep_going || unfinished.iter().all(|u| !u) || rows[0].len() >= plan.max_length {
             break;
         }
-        step = runner.step(&next)?;
+        if logits_only {
+            runner.step_into(&next, &mut scores)?;
+        } else {
+            step = runner.step(&next)?;
+            scores = std::mem::take(&mut step.logits);
+        }
     }
     out.sequences = rows;
     out.token_logprobs = logprobs;

@@ -18,16 +18,28 @@ pub(crate) struct Stopping<'a> {
 impl Stopping<'_> {
     /// Done flags for rows whose sequences are `rows` (prompt + generated so far).
     pub fn done(&self, rows: &[Vec<u32>]) -> Vec<bool> {
-        let cur_len = rows.first().map_or(0, Vec::len);
-        let all = cur_len >= self.max_length
+        let all = self.all_done(rows);
+        rows.iter().map(|row| all || self.row_done(row)).collect()
+    }
+
+    /// Clears `unfinished[r]` for every row [`Stopping::done`] says is done, in place.
+    pub fn finish(&self, rows: &[Vec<u32>], unfinished: &mut [bool]) {
+        let all = self.all_done(rows);
+        for (u, row) in unfinished.iter_mut().zip(rows) {
+            *u = *u && !(all || self.row_done(row));
+        }
+    }
+
+    /// The criteria that end every row at once: max_length and max_time.
+    fn all_done(&self, rows: &[Vec<u32>]) -> bool {
+        rows.first().map_or(0, Vec::len) >= self.max_length
             || self
                 .max_time
-                .is_some_and(|t| self.start.elapsed().as_secs_f64() > t);
-        rows.iter()
-            .map(|row| {
-                all || row.last().is_some_and(|t| self.eos.contains(t)) || self.hit_stop_string(row)
-            })
-            .collect()
+                .is_some_and(|t| self.start.elapsed().as_secs_f64() > t)
+    }
+
+    fn row_done(&self, row: &[u32]) -> bool {
+        row.last().is_some_and(|t| self.eos.contains(t)) || self.hit_stop_string(row)
     }
 
     /// A stop string counts once the generated text contains it, ending in the last token.

@@ -41,6 +41,9 @@ pub(crate) struct StepScratch {
     pub proj: Vec<f32>,
     /// Attention scores, one stretch of `positions` per (row, head).
     pub scores: Vec<f32>,
+    /// `[rows, n_embd]`: a decoding step's residual stream ([`crate::model::Gpt2LmHeadModel`]'s
+    /// step into a caller's logits), lent out for the step.
+    pub hidden: Vec<f32>,
 }
 
 /// One layer: `[batch, n_head, capacity, head_dim]` f32 buffers, the first `len` positions of

@@ -651,6 +651,67 @@ impl Gpt2LmHeadModel {
         super::on_pool(|| self.forward_lm(args, cache))
     }
 
+    /// One decoding step of the generation loop, without tensors: one new token per row
+    /// (`ids`, at `positions`, `mask` the attention mask's rows when some are padding) through
+    /// the fused forward and the cache, the last logits written into `logits` (rows x vocab).
+    /// What [`Self::forward`] computes for a step with `logits_to_keep` 1, minus the tensors it
+    /// reads and returns: once warm, a step allocates nothing.
+    pub(crate) fn step_logits(
+        &self,
+        ids: &[u32],
+        positions: &[u32],
+        mask: Option<&[Vec<u32>]>,
+        cache: &mut Cache,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        super::on_pool(|| {
+            let m = &self.transformer;
+            let cfg = &m.config;
+            let (b, e) = (ids.len(), cfg.n_embd);
+            let past = cache.seq_len();
+            if cache.n_layer() != cfg.n_layer || positions.len() != b || !m.device.is_cpu() {
+                return Err(Error::Input(
+                    "a step needs a CPU model, its cache and a position per row".into(),
+                ));
+            }
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+                return Err(Error::Input(format!(
+                    "token id {bad} is outside the vocabulary (vocab_size {})",
+                    cfg.vocab_size
+                )));
+            }
+            let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
+            if past + 1 > cfg.n_positions || max_pos >= cfg.n_positions {
+                return Err(Error::Input(format!(
+                    "sequence length {} exceeds the model's maximum of {} positions (n_positions); truncate the input",
+                    (past + 1).max(max_pos + 1),
+                    cfg.n_positions
+                )));
+            }
+            let padded = mask.filter(|rows| rows.iter().flatten().any(|&v| v == 0));
+            let mut x = std::mem::take(&mut cache.scratch.hidden);
+            x.resize(b * e, 0.0);
+            let run = (|| -> Result<()> {
+                m.wte.rows_into(ids, &mut x)?;
+                with_f32(&m.wpe, |wpe| {
+                    for (row, &p) in x.chunks_exact_mut(e).zip(positions) {
+                        let at = &wpe[p as usize * e..][..e];
+                        row.iter_mut().zip(at).for_each(|(a, b)| *a += b);
+                    }
+                })
+                .ok_or_else(|| Error::Input("wpe must be a contiguous f32 CPU tensor".into()))?;
+                for (i, block) in m.h.iter().enumerate() {
+                    block.forward_fused(&mut x, (b, 1), cache, i, padded)?;
+                }
+                super::fused::layer_norm_in_place(&m.ln_f, &mut x)?;
+                logits.resize(b * self.lm_head.dims().0, 0.0);
+                self.lm_head.linear_into(&x, b, None, logits)
+            })();
+            cache.scratch.hidden = x;
+            run
+        })
+    }
+
     fn forward_lm(&self, args: &ForwardArgs, cache: Option<&mut Cache>) -> Result<ModelOutput> {
         if args.labels.is_some() && args.logits_to_keep != 0 {
             return Err(Error::Input(
