@@ -117,14 +117,20 @@ fn decode_steps_allocate_nothing_per_layer_nor_per_token() {
 }
 
 /// Allocations of a whole `generate` call of `new` tokens from two prompts (left-padded when
-/// `padded`), greedy or sampling with top_k 50.
-fn generate_allocations(model: &Gpt2LmHeadModel, new: usize, sample: bool, padded: bool) -> usize {
+/// `padded`), greedy or sampling with top_k 50 and `top_p`.
+fn generate_allocations(
+    model: &Gpt2LmHeadModel,
+    new: usize,
+    (sample, top_p): (bool, f64),
+    padded: bool,
+) -> usize {
     let ids = vec![vec![0u32, 5, 6, 7], vec![3u32, 5, 6, 7]];
     let mask = vec![vec![u32::from(!padded), 1, 1, 1], vec![1u32, 1, 1, 1]];
     let cfg = GenerationConfig {
         max_new_tokens: Some(new),
         do_sample: sample,
         top_k: 50,
+        top_p,
         seed: Some(1),
         eos_token_id: None,
         ..GenerationConfig::default()
@@ -144,22 +150,26 @@ fn generate_allocations(model: &Gpt2LmHeadModel, new: usize, sample: bool, padde
 fn count_generate_steps() {
     // The generation loop around the step: 8 tokens or 24, the same allocations (the rows, the
     // mask and the cache get their room for max_length at the start; the step writes its
-    // logits into the loop's buffer; top_k selects in a reused copy).
+    // logits into the loop's buffer; top_k selects in a reused copy, top_p sorts in reused
+    // buffers).
     for name in ["prelu", "reorder-upcast"] {
         let dir = model_dir(name);
         let config = Config::from_file(dir.join("config.json")).unwrap();
         let weights = Weights::from_dir(&dir).unwrap();
         let model =
             Gpt2LmHeadModel::load(&weights, &config, WeightFormat::Q8, &Device::Cpu).unwrap();
-        for (sample, padded) in [(false, false), (true, false), (false, true), (true, true)] {
-            generate_allocations(&model, 4, sample, padded);
-            let short = generate_allocations(&model, 8, sample, padded);
-            let long = generate_allocations(&model, 24, sample, padded);
-            println!("{name} sample {sample} padded {padded}: 8 tokens {short}, 24 tokens {long}");
-            assert_eq!(
-                long, short,
-                "{name}, sample {sample}, padded {padded}: allocations that grow with the tokens"
-            );
+        for how in [(false, 1.0), (true, 1.0), (true, 0.9)] {
+            for padded in [false, true] {
+                generate_allocations(&model, 4, how, padded);
+                let short = generate_allocations(&model, 8, how, padded);
+                let long = generate_allocations(&model, 24, how, padded);
+                println!("{name} {how:?} padded {padded}: 8 tokens {short}, 24 tokens {long}");
+                assert_eq!(
+                    long, short,
+                    "{name}, (sample, top_p) {how:?}, padded {padded}: allocations that grow \
+                     with the tokens"
+                );
+            }
         }
     }
 }

@@ -22,14 +22,23 @@ pub(crate) fn cmp_nan_last(a: f32, b: f32) -> Ordering {
 /// (stable=False) on CPU gives the same order for ties (its CPU sort is stable either way),
 /// which decides which of two tied tokens top_p / min_p / typical_p cut when the cut falls
 /// between them.
+#[cfg(test)]
 pub(crate) fn argsort_reference(row: &[f32], descending: bool) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..row.len()).collect();
+    let mut order = Vec::new();
+    comparison_sort_into(row, descending, &mut order);
+    order
+}
+
+/// [`argsort_reference`] into `order`: what [`argsort_into`] does for short rows (a row under
+/// [`SMALL`] sorts on the stack's scratch, no allocation).
+fn comparison_sort_into(row: &[f32], descending: bool, order: &mut Vec<usize>) {
+    order.clear();
+    order.extend(0..row.len());
     if descending {
-        idx.sort_by(|&a, &b| cmp_nan_last(row[b], row[a]));
+        order.sort_by(|&a, &b| cmp_nan_last(row[b], row[a]));
     } else {
-        idx.sort_by(|&a, &b| cmp_nan_last(row[a], row[b]));
+        order.sort_by(|&a, &b| cmp_nan_last(row[a], row[b]));
     }
-    idx
 }
 
 /// The k-th largest value of `row` (`torch.topk(row, k)[0][-1]`, NaN above everything), k
@@ -102,42 +111,60 @@ const SMALL: usize = 512;
 /// start in; descending sorts the complemented keys, which turns the order around but not the
 /// ties'.
 pub(crate) fn argsort(row: &[f32], descending: bool) -> Vec<usize> {
+    let mut order = Vec::new();
+    argsort_into(row, descending, &mut order);
+    order
+}
+
+thread_local! {
+    /// [`argsort_into`]'s (key, index) pairs and their second buffer, reused from step to step.
+    static PAIRS: std::cell::RefCell<(Vec<u64>, Vec<u64>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// [`argsort`] into `order` (cleared first), allocating nothing once its buffers are warm: a
+/// row shorter than [`SMALL`] sorts on the stack's scratch.
+pub(crate) fn argsort_into(row: &[f32], descending: bool, order: &mut Vec<usize>) {
     if row.len() < SMALL || row.len() > u32::MAX as usize {
-        return argsort_reference(row, descending);
+        return comparison_sort_into(row, descending, order);
     }
+    order.clear();
     const PASSES: [u32; 4] = [0, 8, 16, 24];
     let digit = |pair: u64, shift: u32| (pair >> (32 + shift)) as usize & 0xff;
     let flip = if descending { u32::MAX } else { 0 };
-    let mut pairs: Vec<u64> = row
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| u64::from(key(x) ^ flip) << 32 | i as u64)
-        .collect();
-    // Every pass's histogram in one read of the keys.
-    let mut counts = [[0usize; 256]; 4];
-    for &p in &pairs {
-        for (c, shift) in counts.iter_mut().zip(PASSES) {
-            c[digit(p, shift)] += 1;
+    PAIRS.with_borrow_mut(|(pairs, other)| {
+        pairs.clear();
+        pairs.extend(
+            row.iter()
+                .enumerate()
+                .map(|(i, &x)| u64::from(key(x) ^ flip) << 32 | i as u64),
+        );
+        // Every pass's histogram in one read of the keys.
+        let mut counts = [[0usize; 256]; 4];
+        for &p in pairs.iter() {
+            for (c, shift) in counts.iter_mut().zip(PASSES) {
+                c[digit(p, shift)] += 1;
+            }
         }
-    }
-    let mut other = vec![0u64; pairs.len()];
-    for (start, shift) in counts.iter_mut().zip(PASSES) {
-        // A digit every key shares moves nothing (the high bits of scores often agree).
-        if start.contains(&pairs.len()) {
-            continue;
+        other.resize(pairs.len(), 0);
+        for (start, shift) in counts.iter_mut().zip(PASSES) {
+            // A digit every key shares moves nothing (the high bits of scores often agree).
+            if start.contains(&pairs.len()) {
+                continue;
+            }
+            let mut sum = 0;
+            for s in start.iter_mut() {
+                (*s, sum) = (sum, sum + *s);
+            }
+            for &p in pairs.iter() {
+                let at = &mut start[digit(p, shift)];
+                other[*at] = p;
+                *at += 1;
+            }
+            std::mem::swap(pairs, other);
         }
-        let mut sum = 0;
-        for s in start.iter_mut() {
-            (*s, sum) = (sum, sum + *s);
-        }
-        for &p in &pairs {
-            let at = &mut start[digit(p, shift)];
-            other[*at] = p;
-            *at += 1;
-        }
-        std::mem::swap(&mut pairs, &mut other);
-    }
-    pairs.into_iter().map(|p| p as u32 as usize).collect()
+        order.extend(pairs.iter().map(|&p| p as u32 as usize));
+    });
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! `HammingDiversityLogitsProcessor` is not here: it needs the tokens the other beam groups chose
 //! at this step, so the group beam search applies it itself.
 
-use super::order::{argsort, kth_largest};
+use super::order::{argsort, argsort_into, kth_largest};
 use super::GenerationConfig;
 use crate::error::{Error, Result};
 
@@ -55,6 +55,32 @@ fn softmax(row: &[f32]) -> Vec<f32> {
     let inv = 1.0 / out.iter().sum::<f32>();
     out.iter_mut().for_each(|p| *p *= inv);
     out
+}
+
+/// `cumsum(&softmax(xs))` in place, the same arithmetic in the same order.
+fn softmax_cumsum_in_place(xs: &mut [f32]) {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    xs.iter_mut().for_each(|x| *x = (*x - max).exp());
+    let inv = 1.0 / xs.iter().sum::<f32>();
+    let mut acc = 0f64;
+    for x in xs.iter_mut() {
+        acc += (*x * inv) as f64;
+        *x = acc as f32;
+    }
+}
+
+/// [`TopP`]'s buffers, reused from step to step: the tokens not yet filtered, their scores,
+/// their ascending order, and the cumulative probabilities along it.
+#[derive(Default)]
+struct TopPScratch {
+    live: Vec<usize>,
+    scores: Vec<f32>,
+    order: Vec<usize>,
+    cum: Vec<f32>,
+}
+
+thread_local! {
+    static TOP_P: std::cell::RefCell<TopPScratch> = std::cell::RefCell::new(TopPScratch::default());
 }
 
 /// torch's CPU log_softmax: x - max - log(sum(exp(x - max))).
@@ -180,22 +206,35 @@ impl LogitsProcessor for TopP {
         // torch compares the f32 cumsum with the python float rounded to f32.
         let threshold = (1.0 - self.top_p) as f32;
         let keep_from = vocab.saturating_sub(self.min_tokens_to_keep);
-        for row in rows(scores, vocab) {
-            // Tokens already filtered (top_k's, say) lead the ascending order with probability
-            // 0: they add nothing to the softmax's sum or the cumulative sums, and are removed
-            // already, so only the rest is sorted (50 tokens after a top_k of 50, not 50257).
-            let live: Vec<usize> = (0..vocab).filter(|&i| row[i] != FILTER).collect();
-            let live_scores: Vec<f32> = live.iter().map(|&i| row[i]).collect();
-            let order = argsort(&live_scores, false);
-            let sorted: Vec<f32> = order.iter().map(|&j| live_scores[j]).collect();
-            let cum = cumsum(&softmax(&sorted));
-            let keep_from = keep_from.saturating_sub(vocab - live.len());
-            for (j, &o) in order.iter().enumerate().take(keep_from) {
-                if cum[j] <= threshold {
-                    row[live[o]] = FILTER;
+        TOP_P.with_borrow_mut(
+            |TopPScratch {
+                 live,
+                 scores: kept,
+                 order,
+                 cum,
+             }| {
+                for row in rows(scores, vocab) {
+                    // Tokens already filtered (top_k's, say) lead the ascending order with
+                    // probability 0: they add nothing to the softmax's sum or the cumulative sums,
+                    // and are removed already, so only the rest is sorted (50 tokens after a top_k
+                    // of 50, not 50257).
+                    live.clear();
+                    live.extend((0..vocab).filter(|&i| row[i] != FILTER));
+                    kept.clear();
+                    kept.extend(live.iter().map(|&i| row[i]));
+                    argsort_into(kept, false, order);
+                    cum.clear();
+                    cum.extend(order.iter().map(|&j| kept[j]));
+                    softmax_cumsum_in_place(cum);
+                    let keep_from = keep_from.saturating_sub(vocab - live.len());
+                    for (j, &o) in order.iter().enumerate().take(keep_from) {
+                        if cum[j] <= threshold {
+                            row[live[o]] = FILTER;
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
     }
 }
 
