@@ -117,24 +117,30 @@ fn decode_steps_allocate_nothing_per_layer_nor_per_token() {
 }
 
 /// Allocations of a whole `generate` call of `new` tokens from two prompts (left-padded when
-/// `padded`), greedy or sampling with top_k 50 and `top_p`.
+/// `padded`), greedy (`warpers` null) or sampling with top_k 50 and the `warpers` given
+/// (generation_config fields).
 fn generate_allocations(
     model: &Gpt2LmHeadModel,
     new: usize,
-    (sample, top_p): (bool, f64),
+    warpers: &serde_json::Value,
     padded: bool,
 ) -> usize {
     let ids = vec![vec![0u32, 5, 6, 7], vec![3u32, 5, 6, 7]];
     let mask = vec![vec![u32::from(!padded), 1, 1, 1], vec![1u32, 1, 1, 1]];
+    let none_if_null = match warpers {
+        serde_json::Value::Null => serde_json::json!({}),
+        w => w.clone(),
+    };
     let cfg = GenerationConfig {
         max_new_tokens: Some(new),
-        do_sample: sample,
+        do_sample: !warpers.is_null(),
         top_k: 50,
-        top_p,
         seed: Some(1),
         eos_token_id: None,
         ..GenerationConfig::default()
-    };
+    }
+    .with_overrides(&none_if_null)
+    .unwrap();
     let prompts = Prompts {
         input_ids: &ids,
         attention_mask: Some(&mask),
@@ -150,24 +156,32 @@ fn generate_allocations(
 fn count_generate_steps() {
     // The generation loop around the step: 8 tokens or 24, the same allocations (the rows, the
     // mask and the cache get their room for max_length at the start; the step writes its
-    // logits into the loop's buffer; top_k selects in a reused copy, top_p sorts in reused
-    // buffers).
+    // logits into the loop's buffer; the warpers select, sort and normalise in reused
+    // buffers). Greedy (null), then sampling with top_k 50 and each warper.
     for name in ["prelu", "reorder-upcast"] {
         let dir = model_dir(name);
         let config = Config::from_file(dir.join("config.json")).unwrap();
         let weights = Weights::from_dir(&dir).unwrap();
         let model =
             Gpt2LmHeadModel::load(&weights, &config, WeightFormat::Q8, &Device::Cpu).unwrap();
-        for how in [(false, 1.0), (true, 1.0), (true, 0.9)] {
+        let warpers = [
+            serde_json::Value::Null,
+            serde_json::json!({}),
+            serde_json::json!({"top_p": 0.9, "temperature": 0.8}),
+            serde_json::json!({"typical_p": 0.9}),
+            serde_json::json!({"min_p": 0.05}),
+            serde_json::json!({"epsilon_cutoff": 0.001}),
+            serde_json::json!({"eta_cutoff": 0.001}),
+        ];
+        for how in &warpers {
             for padded in [false, true] {
                 generate_allocations(&model, 4, how, padded);
                 let short = generate_allocations(&model, 8, how, padded);
                 let long = generate_allocations(&model, 24, how, padded);
-                println!("{name} {how:?} padded {padded}: 8 tokens {short}, 24 tokens {long}");
+                println!("{name} {how} padded {padded}: 8 tokens {short}, 24 tokens {long}");
                 assert_eq!(
                     long, short,
-                    "{name}, (sample, top_p) {how:?}, padded {padded}: allocations that grow \
-                     with the tokens"
+                    "{name}, warpers {how}, padded {padded}: allocations that grow with the tokens"
                 );
             }
         }

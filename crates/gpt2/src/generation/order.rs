@@ -3,7 +3,7 @@
 //! torch.topk's k-th largest value, top-k's threshold.
 //!
 //! A sampling step does these over a vocabulary's worth of floats per row. A comparison sort of
-//! gpt2's 50257 took ~1.8 ms, more than a whole q4 decode step; [`argsort`] sorts integer keys
+//! gpt2's 50257 took ~1.8 ms, more than a whole q4 decode step; [`argsort_into`] sorts integer keys
 //! by their bits instead (four counting passes, ~0.45 ms), and [`kth_largest`] selects among
 //! the few scores that can be among the k largest. Each keeps its plain reference beside it,
 //! which the tests hold it to.
@@ -18,7 +18,7 @@ pub(crate) fn cmp_nan_last(a: f32, b: f32) -> Ordering {
         .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
 }
 
-/// The plain comparison sort (the reference [`argsort`] must agree with). Stable: torch.sort
+/// The plain comparison sort (the reference [`argsort_into`] must agree with). Stable: torch.sort
 /// (stable=False) on CPU gives the same order for ties (its CPU sort is stable either way),
 /// which decides which of two tied tokens top_p / min_p / typical_p cut when the cut falls
 /// between them.
@@ -104,12 +104,8 @@ fn key(x: f32) -> u32 {
 /// (four 256-entry histograms and a second buffer) is more than sorting them.
 const SMALL: usize = 512;
 
-/// Indices that sort `row` ascending (or descending), exactly as [`argsort_reference`]: a
-/// least-significant-digit radix sort of (key, index) pairs packed in a u64, 8 bits of the key a
-/// pass (256 buckets keep the scatter's open lines within L1: ~0.42 ms for 50257 scores against
-/// ~0.47 with three passes of 2048). Each pass is stable, so ties keep the index order the pairs
-/// start in; descending sorts the complemented keys, which turns the order around but not the
-/// ties'.
+/// [`argsort_into`] into a new Vec (the tests' form).
+#[cfg(test)]
 pub(crate) fn argsort(row: &[f32], descending: bool) -> Vec<usize> {
     let mut order = Vec::new();
     argsort_into(row, descending, &mut order);
@@ -122,8 +118,13 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// [`argsort`] into `order` (cleared first), allocating nothing once its buffers are warm: a
-/// row shorter than [`SMALL`] sorts on the stack's scratch.
+/// Indices that sort `row` ascending (or descending) into `order` (cleared first), exactly as
+/// [`argsort_reference`]: a least-significant-digit radix sort of (key, index) pairs packed in
+/// a u64, 8 bits of the key a pass (256 buckets keep the scatter's open lines within L1: ~0.42
+/// ms for 50257 scores against ~0.47 with three passes of 2048). Each pass is stable, so ties
+/// keep the index order the pairs start in; descending sorts the complemented keys, which turns
+/// the order around but not the ties'. Nothing is allocated once the buffers are warm: a row
+/// shorter than [`SMALL`] takes the comparison sort, on the stack's scratch.
 pub(crate) fn argsort_into(row: &[f32], descending: bool, order: &mut Vec<usize>) {
     if row.len() < SMALL || row.len() > u32::MAX as usize {
         return comparison_sort_into(row, descending, order);

@@ -8,7 +8,7 @@
 //! `HammingDiversityLogitsProcessor` is not here: it needs the tokens the other beam groups chose
 //! at this step, so the group beam search applies it itself.
 
-use super::order::{argsort, argsort_into, kth_largest};
+use super::order::{argsort_into, kth_largest};
 use super::GenerationConfig;
 use crate::error::{Error, Result};
 
@@ -48,16 +48,9 @@ fn rows(scores: &mut [f32], vocab: usize) -> std::slice::ChunksExactMut<'_, f32>
     scores.chunks_exact_mut(vocab)
 }
 
-/// torch's CPU softmax: max, exp(x - max), one reciprocal of the sum.
-fn softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut out: Vec<f32> = row.iter().map(|&x| (x - max).exp()).collect();
-    let inv = 1.0 / out.iter().sum::<f32>();
-    out.iter_mut().for_each(|p| *p *= inv);
-    out
-}
-
-/// `cumsum(&softmax(xs))` in place, the same arithmetic in the same order.
+/// The cumulative sum of `softmax(xs)`, in place: torch's CPU softmax (max, exp(x - max), one
+/// reciprocal of the sum), then its CPU cumsum of f32, whose running sum is kept in f64
+/// (`acc_type<float, false>`).
 fn softmax_cumsum_in_place(xs: &mut [f32]) {
     let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     xs.iter_mut().for_each(|x| *x = (*x - max).exp());
@@ -83,22 +76,43 @@ thread_local! {
     static TOP_P: std::cell::RefCell<TopPScratch> = std::cell::RefCell::new(TopPScratch::default());
 }
 
+/// torch's CPU softmax (max, exp(x - max), one reciprocal of the sum) into `out`, cleared first.
+fn softmax_into(row: &[f32], out: &mut Vec<f32>) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    out.clear();
+    out.extend(row.iter().map(|&x| (x - max).exp()));
+    let inv = 1.0 / out.iter().sum::<f32>();
+    out.iter_mut().for_each(|p| *p *= inv);
+}
+
+/// [`log_softmax`] into `out` (cleared first).
+fn log_softmax_into(row: &[f32], out: &mut Vec<f32>) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
+    out.clear();
+    out.extend(row.iter().map(|&x| x - max - log_sum));
+}
+
+/// Buffers the min_p, typical, epsilon and eta warpers reuse from step to step (a
+/// vocabulary's worth each): probabilities or log-probabilities, a second row, a third, and an
+/// order.
+#[derive(Default)]
+struct WarpScratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    order: Vec<usize>,
+}
+
+thread_local! {
+    static WARP: std::cell::RefCell<WarpScratch> = std::cell::RefCell::new(WarpScratch::default());
+}
+
 /// torch's CPU log_softmax: x - max - log(sum(exp(x - max))).
 fn log_softmax(row: &[f32]) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let log_sum = row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
     row.iter().map(|&x| x - max - log_sum).collect()
-}
-
-/// torch's CPU cumsum of f32: the running sum is kept in f64 (`acc_type<float, false>`).
-fn cumsum(xs: &[f32]) -> Vec<f32> {
-    let mut acc = 0f64;
-    xs.iter()
-        .map(|&x| {
-            acc += x as f64;
-            acc as f32
-        })
-        .collect()
 }
 
 fn mask_tokens(row: &mut [f32], ids: &[u32]) {
@@ -262,18 +276,24 @@ impl MinP {
 
 impl LogitsProcessor for MinP {
     fn process(&self, _ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
-        for row in rows(scores, vocab) {
-            let probs = softmax(row);
-            let top = probs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let scaled = self.min_p as f32 * top;
-            // The first min_tokens_to_keep of the descending (stable) order always stay.
-            let order = argsort(row, true);
-            for &i in order.iter().skip(self.min_tokens_to_keep) {
-                if probs[i] < scaled {
-                    row[i] = FILTER;
+        WARP.with_borrow_mut(
+            |WarpScratch {
+                 a: probs, order, ..
+             }| {
+                for row in rows(scores, vocab) {
+                    softmax_into(row, probs);
+                    let top = probs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let scaled = self.min_p as f32 * top;
+                    // The first min_tokens_to_keep of the descending (stable) order always stay.
+                    argsort_into(row, true, order);
+                    for &i in order.iter().skip(self.min_tokens_to_keep) {
+                        if probs[i] < scaled {
+                            row[i] = FILTER;
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
     }
 }
 
@@ -303,26 +323,36 @@ impl Typical {
 impl LogitsProcessor for Typical {
     fn process(&self, _ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
         let mass = self.mass as f32;
-        for row in rows(scores, vocab) {
-            let logp = log_softmax(row);
-            // nansum: -inf * 0 terms (filtered tokens) are NaN and skipped. f32 as torch.
-            let ent: f32 = -logp
-                .iter()
-                .map(|&l| l * l.exp())
-                .filter(|x| !x.is_nan())
-                .sum::<f32>();
-            let shifted: Vec<f32> = logp.iter().map(|&l| (-l - ent).abs()).collect();
-            let order = argsort(&shifted, false);
-            let sorted_logits: Vec<f32> = order.iter().map(|&i| row[i]).collect();
-            let cum = cumsum(&softmax(&sorted_logits));
-            let last_ind = cum.iter().filter(|&&c| c < mass).count().min(vocab - 1);
-            let cut = shifted[order[last_ind]];
-            for &i in order.iter().skip(self.min_tokens_to_keep) {
-                if shifted[i] > cut {
-                    row[i] = FILTER;
+        WARP.with_borrow_mut(|scratch| {
+            let WarpScratch {
+                a: logp,
+                b: shifted,
+                c: cum,
+                order,
+            } = scratch;
+            for row in rows(scores, vocab) {
+                log_softmax_into(row, logp);
+                // nansum: -inf * 0 terms (filtered tokens) are NaN and skipped. f32 as torch.
+                let ent: f32 = -logp
+                    .iter()
+                    .map(|&l| l * l.exp())
+                    .filter(|x| !x.is_nan())
+                    .sum::<f32>();
+                shifted.clear();
+                shifted.extend(logp.iter().map(|&l| (-l - ent).abs()));
+                argsort_into(shifted, false, order);
+                cum.clear();
+                cum.extend(order.iter().map(|&i| row[i]));
+                softmax_cumsum_in_place(cum);
+                let last_ind = cum.iter().filter(|&&c| c < mass).count().min(vocab - 1);
+                let cut = shifted[order[last_ind]];
+                for &i in order.iter().skip(self.min_tokens_to_keep) {
+                    if shifted[i] > cut {
+                        row[i] = FILTER;
+                    }
                 }
             }
-        }
+        });
     }
 }
 
@@ -352,15 +382,17 @@ impl EpsilonCutoff {
 impl LogitsProcessor for EpsilonCutoff {
     fn process(&self, _ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
         let eps = self.epsilon as f32;
-        for row in rows(scores, vocab) {
-            let probs = softmax(row);
-            let kth = kth_largest(row, self.min_tokens_to_keep);
-            for (s, p) in row.iter_mut().zip(probs) {
-                if p < eps && *s < kth {
-                    *s = FILTER;
+        WARP.with_borrow_mut(|WarpScratch { a: probs, .. }| {
+            for row in rows(scores, vocab) {
+                softmax_into(row, probs);
+                let kth = kth_largest(row, self.min_tokens_to_keep);
+                for (s, &p) in row.iter_mut().zip(probs.iter()) {
+                    if p < eps && *s < kth {
+                        *s = FILTER;
+                    }
                 }
             }
-        }
+        });
     }
 }
 
@@ -390,24 +422,30 @@ impl LogitsProcessor for EtaCutoff {
     fn process(&self, _ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
         // transformers keeps epsilon as an f32 tensor.
         let eps = self.epsilon as f32;
-        for row in rows(scores, vocab) {
-            let probs = softmax(row);
-            // Categorical(logits).entropy(): normalised logits clamped to f32::MIN, so a -inf
-            // logit contributes MIN * 0 = 0 rather than NaN.
-            let logp = log_softmax(row);
-            let entropy: f32 = -logp
-                .iter()
-                .zip(&probs)
-                .map(|(&l, &p)| l.max(f32::MIN) * p)
-                .sum::<f32>();
-            let eta = eps.min(eps.sqrt() * (-entropy).exp());
-            let kth = kth_largest(row, self.min_tokens_to_keep);
-            for (s, p) in row.iter_mut().zip(probs) {
-                if p < eta && *s < kth {
-                    *s = FILTER;
+        WARP.with_borrow_mut(
+            |WarpScratch {
+                 a: probs, b: logp, ..
+             }| {
+                for row in rows(scores, vocab) {
+                    softmax_into(row, probs);
+                    // Categorical(logits).entropy(): normalised logits clamped to f32::MIN, so a
+                    // -inf logit contributes MIN * 0 = 0 rather than NaN.
+                    log_softmax_into(row, logp);
+                    let entropy: f32 = -logp
+                        .iter()
+                        .zip(probs.iter())
+                        .map(|(&l, &p)| l.max(f32::MIN) * p)
+                        .sum::<f32>();
+                    let eta = eps.min(eps.sqrt() * (-entropy).exp());
+                    let kth = kth_largest(row, self.min_tokens_to_keep);
+                    for (s, &p) in row.iter_mut().zip(probs.iter()) {
+                        if p < eta && *s < kth {
+                            *s = FILTER;
+                        }
+                    }
                 }
-            }
-        }
+            },
+        );
     }
 }
 
