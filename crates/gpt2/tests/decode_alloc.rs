@@ -117,29 +117,23 @@ fn decode_steps_allocate_nothing_per_layer_nor_per_token() {
 }
 
 /// Allocations of a whole `generate` call of `new` tokens from two prompts (left-padded when
-/// `padded`), greedy (`warpers` null) or sampling with top_k 50 and the `warpers` given
-/// (generation_config fields).
+/// `padded`): greedy with top_k 50 set, unless `how` (generation_config fields) says otherwise.
 fn generate_allocations(
     model: &Gpt2LmHeadModel,
     new: usize,
-    warpers: &serde_json::Value,
+    how: &serde_json::Value,
     padded: bool,
 ) -> usize {
     let ids = vec![vec![0u32, 5, 6, 7], vec![3u32, 5, 6, 7]];
     let mask = vec![vec![u32::from(!padded), 1, 1, 1], vec![1u32, 1, 1, 1]];
-    let none_if_null = match warpers {
-        serde_json::Value::Null => serde_json::json!({}),
-        w => w.clone(),
-    };
     let cfg = GenerationConfig {
         max_new_tokens: Some(new),
-        do_sample: !warpers.is_null(),
         top_k: 50,
         seed: Some(1),
         eos_token_id: None,
         ..GenerationConfig::default()
     }
-    .with_overrides(&none_if_null)
+    .with_overrides(how)
     .unwrap();
     let prompts = Prompts {
         input_ids: &ids,
@@ -157,31 +151,46 @@ fn count_generate_steps() {
     // The generation loop around the step: 8 tokens or 24, the same allocations (the rows, the
     // mask and the cache get their room for max_length at the start; the step writes its
     // logits into the loop's buffer; the warpers select, sort and normalise in reused
-    // buffers). Greedy (null), then sampling with top_k 50 and each warper.
+    // buffers; beam search reorders its cache, mask and rows in place, contrastive search
+    // copies its kept candidates' newest position). Every strategy: greedy, sampling with
+    // top_k 50 and each warper, beam search (plain, sampled, diverse) and contrastive search.
     for name in ["prelu", "reorder-upcast"] {
         let dir = model_dir(name);
         let config = Config::from_file(dir.join("config.json")).unwrap();
         let weights = Weights::from_dir(&dir).unwrap();
         let model =
             Gpt2LmHeadModel::load(&weights, &config, WeightFormat::Q8, &Device::Cpu).unwrap();
-        let warpers = [
-            serde_json::Value::Null,
+        let strategies = [
             serde_json::json!({}),
-            serde_json::json!({"top_p": 0.9, "temperature": 0.8}),
-            serde_json::json!({"typical_p": 0.9}),
-            serde_json::json!({"min_p": 0.05}),
-            serde_json::json!({"epsilon_cutoff": 0.001}),
-            serde_json::json!({"eta_cutoff": 0.001}),
+            serde_json::json!({"do_sample": true}),
+            serde_json::json!({"do_sample": true, "top_p": 0.9, "temperature": 0.8}),
+            serde_json::json!({"do_sample": true, "typical_p": 0.9}),
+            serde_json::json!({"do_sample": true, "min_p": 0.05}),
+            serde_json::json!({"do_sample": true, "epsilon_cutoff": 0.001}),
+            serde_json::json!({"do_sample": true, "eta_cutoff": 0.001}),
+            serde_json::json!({"num_beams": 3}),
+            serde_json::json!({"num_beams": 3, "do_sample": true}),
+            serde_json::json!({"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 0.5}),
+            serde_json::json!({"penalty_alpha": 0.6, "top_k": 4}),
+            // The processors beside them.
+            serde_json::json!({"repetition_penalty": 1.3, "no_repeat_ngram_size": 2}),
+            serde_json::json!({"sequence_bias": [[[5], 1.5], [[6, 7], -2.0]], "bad_words_ids": [[9], [5, 8]]}),
+            serde_json::json!({"exponential_decay_length_penalty": [2, 1.1], "renormalize_logits": true, "eos_token_id": 3, "pad_token_id": 0, "min_new_tokens": 40}),
+            serde_json::json!({"num_beams": 3, "repetition_penalty": 1.3, "no_repeat_ngram_size": 3}),
         ];
-        for how in &warpers {
+        for how in &strategies {
             for padded in [false, true] {
                 generate_allocations(&model, 4, how, padded);
-                let short = generate_allocations(&model, 8, how, padded);
-                let long = generate_allocations(&model, 24, how, padded);
-                println!("{name} {how} padded {padded}: 8 tokens {short}, 24 tokens {long}");
-                assert_eq!(
-                    long, short,
-                    "{name}, warpers {how}, padded {padded}: allocations that grow with the tokens"
+                // Every length from 6 to 24: a buffer fitted to the sequences so far would
+                // regrow at some of them, and which rows a beam step reorders varies step by
+                // step.
+                let counts: Vec<usize> = (6..=24)
+                    .map(|n| generate_allocations(&model, n, how, padded))
+                    .collect();
+                println!("{name} {how} padded {padded}: 6..=24 tokens {counts:?}");
+                assert!(
+                    counts.iter().all(|&c| c == counts[0]),
+                    "{name}, {how}, padded {padded}: allocations that grow with the tokens: {counts:?}"
                 );
             }
         }

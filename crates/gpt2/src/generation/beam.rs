@@ -114,12 +114,20 @@ impl Hypotheses {
 /// num_beams x vocab scores every step, where selecting among all of them by index cost 3.6%
 /// of a beam search ([`top_k_reference`] is that selection).
 pub(crate) fn top_k(scores: &[f32], k: usize) -> Vec<(f32, usize)> {
+    let mut best = Vec::new();
+    top_k_into(scores, k, &mut best);
+    best
+}
+
+/// [`top_k`] into `best` (cleared first; given room for k + 1 once, then reused).
+pub(crate) fn top_k_into(scores: &[f32], k: usize, best: &mut Vec<(f32, usize)>) {
+    best.clear();
     let k = k.min(scores.len());
     if k == 0 {
-        return Vec::new();
+        return;
     }
+    best.reserve(k + 1);
     // Best first; a later index never displaces an equal value (it ranks after it).
-    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
     for (i, &x) in scores.iter().enumerate() {
         if best.len() == k && x.total_cmp(&best[k - 1].0).is_le() {
             continue;
@@ -128,7 +136,6 @@ pub(crate) fn top_k(scores: &[f32], k: usize) -> Vec<(f32, usize)> {
         best.insert(at, (x, i));
         best.truncate(k);
     }
-    best
 }
 
 /// [`top_k`] by selecting over every index (the plain version it is tested against).
@@ -149,13 +156,22 @@ pub(crate) fn top_k_reference(scores: &[f32], k: usize) -> Vec<(f32, usize)> {
 /// every token with probability left is drawn, torch still returns k draws, taking
 /// zero-probability tokens; those are taken here in index order (torch's pick among them is
 /// arbitrary, and their beams score -inf either way).
-fn sample_k(rng: &mut Rng, scores: &[f32], k: usize) -> Result<Vec<(f32, usize)>> {
-    let mut probs = scores.to_vec();
-    softmax_in_place(&mut probs);
-    let mut picked = Vec::with_capacity(k);
-    let mut taken = vec![false; probs.len()];
+/// Its buffers (`probs`, `taken`) are the caller's, reused; the draws go into `picked`.
+fn sample_k(
+    rng: &mut Rng,
+    scores: &[f32],
+    k: usize,
+    (probs, taken): (&mut Vec<f32>, &mut Vec<bool>),
+    picked: &mut Vec<(f32, usize)>,
+) -> Result<()> {
+    probs.clear();
+    probs.extend_from_slice(scores);
+    softmax_in_place(probs);
+    picked.clear();
+    taken.clear();
+    taken.resize(probs.len(), false);
     for _ in 0..k {
-        let i = match rng.categorical(&probs) {
+        let i = match rng.categorical(probs) {
             Some(i) => i,
             None => (0..probs.len())
                 .find(|&i| !taken[i])
@@ -166,7 +182,7 @@ fn sample_k(rng: &mut Rng, scores: &[f32], k: usize) -> Result<Vec<(f32, usize)>
         picked.push((scores[i], i));
     }
     picked.sort_by(|a, b| b.0.total_cmp(&a.0));
-    Ok(picked)
+    Ok(())
 }
 
 /// transformers' HammingDiversityLogitsProcessor: in group `g` of a batch row, every token the
@@ -194,6 +210,25 @@ fn hamming_diversity(
     }
 }
 
+/// Buffers a beam step reuses, so the loop allocates nothing of its own once warm: the only
+/// new memory a step takes is a finished hypothesis's copy of its tokens and the per-step
+/// records (scores, logits) a caller asked to have returned.
+#[derive(Default)]
+struct StepBuffers {
+    /// One group's rows, batch-major, with their token histories (several groups only) and
+    /// their processed scores.
+    idx: Vec<usize>,
+    group_rows: Vec<Vec<u32>>,
+    scores: Vec<f32>,
+    /// One batch row's beams of the group, flattened to gs x vocab, each beam's total added.
+    flat: Vec<f32>,
+    candidates: Vec<(f32, usize)>,
+    chosen: Vec<(f32, u32, usize)>,
+    /// Beam sampling's probabilities and drawn flags.
+    probs: Vec<f32>,
+    taken: Vec<bool>,
+}
+
 pub(crate) fn run(
     model: &Gpt2LmHeadModel,
     plan: &Plan,
@@ -203,6 +238,7 @@ pub(crate) fn run(
     let groups = cfg.num_beam_groups.max(1);
     let gs = num_beams / groups;
     let batch = plan.input_ids.len();
+    let n_rows = batch * num_beams;
     let (mut rows, mask) = plan.expanded(num_beams);
     // transformers applies sequence_bias, then the diversity penalty, then everything else.
     let (before, after) = if groups > 1 {
@@ -229,9 +265,12 @@ pub(crate) fn run(
     let mut out = plan.output(model, cfg);
     let want_scores = out.scores.is_some();
 
-    let mut runner = Runner::new(model, mask);
+    // The cache has max_length's room from the start: reordering the beams moves only the
+    // positions in use, and nothing regrows.
+    let mut runner = Runner::with_capacity(model, mask, plan.max_length);
     runner.output_hidden_states = out.hidden_states.is_some();
     runner.output_attentions = out.attentions.is_some();
+    let logits_only = out.hidden_states.is_none() && out.attentions.is_none();
     let v = runner.vocab_size();
     // One set of finished hypotheses per (batch row, group).
     let mut hyps: Vec<Hypotheses> = (0..batch * groups)
@@ -239,40 +278,71 @@ pub(crate) fn run(
         .collect();
     let mut done = vec![false; batch * groups];
     // Only the first beam of each group starts live, so the first step does not pick copies.
-    let mut beam_scores: Vec<f32> = (0..batch * num_beams)
+    let mut beam_scores: Vec<f32> = (0..n_rows)
         .map(|i| if i % gs == 0 { 0.0 } else { -1e9 })
         .collect();
-    let mut beam_paths: Vec<Vec<i64>> = vec![Vec::new(); batch * num_beams];
+    // Each step writes the kept beams' histories (and paths, when scores are returned) into
+    // the spare rows and swaps them in; every row has its final length's room from the start.
+    let path_room = if want_scores {
+        plan.max_length.saturating_sub(plan.prompt_len)
+    } else {
+        0
+    };
+    let mut beam_paths: Vec<Vec<i64>> =
+        (0..n_rows).map(|_| Vec::with_capacity(path_room)).collect();
+    let mut next_paths: Vec<Vec<i64>> =
+        (0..n_rows).map(|_| Vec::with_capacity(path_room)).collect();
+    for row in rows.iter_mut() {
+        row.reserve(plan.max_length.saturating_sub(row.len()));
+    }
+    let mut next_rows: Vec<Vec<u32>> = (0..n_rows)
+        .map(|_| Vec::with_capacity(plan.max_length))
+        .collect();
+    let mut current_tokens = vec![0u32; n_rows];
+    let mut source = vec![0usize; n_rows];
+    let mut unfinished = vec![true; n_rows];
+    let mut buf = StepBuffers::default();
     let n_keep = (1 + plan.eos.len()).max(2) * gs;
     let penalty = cfg.diversity_penalty as f32;
 
     let mut step = runner.prefill(&rows)?;
+    let mut logits = std::mem::take(&mut step.logits);
     loop {
-        let raw = step.logits;
         let cur_len = rows[0].len() + 1;
-        let mut processed = vec![0f32; raw.len()];
-        let mut current_tokens = vec![0u32; batch * num_beams];
-        let mut source = vec![0usize; batch * num_beams];
+        let mut processed = want_scores.then(|| vec![0f32; logits.len()]);
         for g in 0..groups {
             // The rows of this group, batch-major: b * num_beams + g * gs + j.
-            let idx: Vec<usize> = (0..batch)
-                .flat_map(|b| (0..gs).map(move |j| b * num_beams + g * gs + j))
-                .collect();
-            let group_rows: Vec<Vec<u32>> = idx.iter().map(|&r| rows[r].clone()).collect();
-            let mut scores: Vec<f32> = idx
-                .iter()
-                .flat_map(|&r| raw[r * v..(r + 1) * v].iter().copied())
-                .collect();
+            buf.idx.clear();
+            buf.idx
+                .extend((0..batch).flat_map(|b| (0..gs).map(move |j| b * num_beams + g * gs + j)));
+            let group_rows: &[Vec<u32>] = if groups == 1 {
+                &rows
+            } else {
+                buf.group_rows.resize_with(buf.idx.len(), Vec::new);
+                for (dst, &r) in buf.group_rows.iter_mut().zip(&buf.idx) {
+                    dst.clear();
+                    dst.reserve(plan.max_length);
+                    dst.extend_from_slice(&rows[r]);
+                }
+                &buf.group_rows
+            };
+            let scores = &mut buf.scores;
+            scores.clear();
+            for &r in &buf.idx {
+                scores.extend_from_slice(&logits[r * v..(r + 1) * v]);
+            }
             for row in scores.chunks_mut(v) {
                 log_softmax_in_place(row);
             }
-            before.process(&group_rows, &mut scores, v);
+            before.process(group_rows, scores, v);
             if groups > 1 {
-                hamming_diversity(&mut scores, &current_tokens, g, gs, num_beams, penalty, v);
+                hamming_diversity(scores, &current_tokens, g, gs, num_beams, penalty, v);
             }
-            after.process(&group_rows, &mut scores, v);
-            for (k, &r) in idx.iter().enumerate() {
-                processed[r * v..(r + 1) * v].copy_from_slice(&scores[k * v..(k + 1) * v]);
+            after.process(group_rows, scores, v);
+            if let Some(p) = processed.as_mut() {
+                for (k, &r) in buf.idx.iter().enumerate() {
+                    p[r * v..(r + 1) * v].copy_from_slice(&scores[k * v..(k + 1) * v]);
+                }
             }
             for b in 0..batch {
                 let hyp = b * groups + g;
@@ -293,20 +363,22 @@ pub(crate) fn run(
                     continue;
                 }
                 // This row's beams in this group, flattened to gs * vocab, plus each beam's total.
-                let mut flat = Vec::with_capacity(gs * v);
+                buf.flat.clear();
                 for j in 0..gs {
                     let k = b * gs + j;
                     let total = beam_scores[dest(j)];
-                    flat.extend(scores[k * v..(k + 1) * v].iter().map(|s| s + total));
+                    buf.flat
+                        .extend(scores[k * v..(k + 1) * v].iter().map(|s| s + total));
                 }
-                let candidates = if cfg.do_sample {
-                    sample_k(&mut rng, &flat, n_keep)?
+                if cfg.do_sample {
+                    let scratch = (&mut buf.probs, &mut buf.taken);
+                    sample_k(&mut rng, &buf.flat, n_keep, scratch, &mut buf.candidates)?;
                 } else {
-                    top_k(&flat, n_keep)
-                };
+                    top_k_into(&buf.flat, n_keep, &mut buf.candidates);
+                }
                 let mut j = 0;
-                let mut chosen = Vec::with_capacity(gs);
-                for (rank, &(score, flat_idx)) in candidates.iter().enumerate() {
+                buf.chosen.clear();
+                for (rank, &(score, flat_idx)) in buf.candidates.iter().enumerate() {
                     let (beam, token) = (flat_idx / v, (flat_idx % v) as u32);
                     let src = dest(beam);
                     if plan.eos.contains(&token) {
@@ -322,7 +394,7 @@ pub(crate) fn run(
                             cur_len - plan.prompt_len,
                         );
                     } else {
-                        chosen.push((score, token, src));
+                        buf.chosen.push((score, token, src));
                         j += 1;
                     }
                     if j == gs {
@@ -335,55 +407,58 @@ pub(crate) fn run(
                         plan.eos
                     )));
                 }
-                for (j, (score, token, src)) in chosen.into_iter().enumerate() {
+                for (j, &(score, token, src)) in buf.chosen.iter().enumerate() {
                     beam_scores[dest(j)] = score;
                     current_tokens[dest(j)] = token;
                     source[dest(j)] = src;
                 }
-                let best = candidates
+                let best = buf
+                    .candidates
                     .iter()
                     .map(|c| c.0)
                     .fold(f32::NEG_INFINITY, f32::max);
                 done[hyp] = done[hyp] || hyps[hyp].is_done(best as f64, cur_len, plan.prompt_len);
             }
         }
-        if let Some(s) = out.scores.as_mut() {
-            s.push(processed);
+        if let (Some(s), Some(p)) = (out.scores.as_mut(), processed) {
+            s.push(p);
         }
         if let Some(l) = out.logits.as_mut() {
-            l.push(raw);
+            l.push(logits.clone());
         }
-        if let (Some(h), Some(hs)) = (out.hidden_states.as_mut(), step.hidden_states) {
+        if let (Some(h), Some(hs)) = (out.hidden_states.as_mut(), step.hidden_states.take()) {
             h.push(hs);
         }
-        if let (Some(a), Some(at)) = (out.attentions.as_mut(), step.attentions) {
+        if let (Some(a), Some(at)) = (out.attentions.as_mut(), step.attentions.take()) {
             a.push(at);
         }
-        rows = source
-            .iter()
-            .zip(&current_tokens)
-            .map(|(&src, &t)| {
-                let mut r = rows[src].clone();
-                r.push(t);
-                r
-            })
-            .collect();
-        if want_scores {
-            beam_paths = source
-                .iter()
-                .map(|&src| {
-                    let mut p = beam_paths[src].clone();
-                    p.push(src as i64);
-                    p
-                })
-                .collect();
+        for ((dst, &src), &t) in next_rows.iter_mut().zip(&source).zip(&current_tokens) {
+            dst.clear();
+            dst.extend_from_slice(&rows[src]);
+            dst.push(t);
         }
-        let stop_all = stopping.done(&rows).iter().all(|&d| d);
+        std::mem::swap(&mut rows, &mut next_rows);
+        if want_scores {
+            for (dst, &src) in next_paths.iter_mut().zip(&source) {
+                dst.clear();
+                dst.extend_from_slice(&beam_paths[src]);
+                dst.push(src as i64);
+            }
+            std::mem::swap(&mut beam_paths, &mut next_paths);
+        }
+        unfinished.fill(true);
+        stopping.finish(&rows, &mut unfinished);
+        let stop_all = unfinished.iter().all(|&u| !u);
         if done.iter().all(|&d| d) || stop_all || rows[0].len() >= plan.max_length {
             break;
         }
         runner.select_rows(&source)?;
-        step = runner.step(&current_tokens)?;
+        if logits_only {
+            runner.step_into(&current_tokens, &mut logits)?;
+        } else {
+            step = runner.step(&current_tokens)?;
+            logits = std::mem::take(&mut step.logits);
+        }
     }
 
     finalize(

@@ -3,9 +3,7 @@
 //! candidates of every row and keeps the one that is likely yet least similar to the context:
 //! `(1 - alpha) * p(candidate) - alpha * max cosine(h_candidate, h_context)`.
 
-use candle_core::Tensor;
-
-use super::beam::top_k;
+use super::beam::top_k_into;
 use super::processors::build_processors;
 use super::runner::Runner;
 use super::sample::{record_logprobs, softmax_in_place};
@@ -13,13 +11,28 @@ use super::{GenerateOptions, GenerateOutput, GenerationConfig, Plan};
 use crate::error::{Error, Result};
 use crate::model::Gpt2LmHeadModel;
 
-fn rows_of(t: &Tensor) -> Result<Vec<Vec<Vec<f32>>>> {
-    Ok(t.to_vec3::<f32>()?)
+/// `v / |v|` appended to `out`: the same arithmetic as torch's `h / h.norm(dim=-1)`.
+fn push_normalized(v: &[f32], out: &mut Vec<f32>) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    out.extend(v.iter().map(|x| x / norm));
 }
 
-fn normalized(v: &[f32]) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter().map(|x| x / norm).collect()
+/// The largest cosine similarity of unit vector `h` with the unit vectors of `context` (one
+/// per position, `e` wide); a padding position's counts as that plus f32::MIN, as
+/// transformers' `_ranking_fast` masks them.
+fn degeneration_penalty(h: &[f32], context: &[f32], real: &[bool], e: usize) -> f32 {
+    context
+        .chunks_exact(e)
+        .zip(real)
+        .map(|(c, &real)| {
+            let cos: f32 = c.iter().zip(h).map(|(x, y)| x * y).sum();
+            if real {
+                cos
+            } else {
+                cos + f32::MIN
+            }
+        })
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 pub(crate) fn run(
@@ -43,42 +56,66 @@ pub(crate) fn run(
     let mut runner = Runner::with_capacity(model, plan.attention_mask.clone(), plan.max_length);
     runner.output_last_hidden_state = true;
     let v = runner.vocab_size();
+    let e = model.config().n_embd;
     if k > v {
         return Err(Error::Input(format!(
             "top_k ({k}) exceeds the vocabulary ({v})"
         )));
     }
     let pad = plan.pad;
+    for row in rows.iter_mut() {
+        row.reserve(plan.max_length.saturating_sub(row.len()));
+    }
 
     let first = runner.prefill(&rows)?;
-    // Per row: the final hidden state of every position so far, and which positions are real.
-    let mut context: Vec<Vec<Vec<f32>>> =
-        rows_of(first.last_hidden_state.as_ref().expect("asked for"))?
-            .into_iter()
-            .map(|positions| positions.iter().map(|h| normalized(h)).collect())
-            .collect();
+    // Per row: the unit final hidden state of every position so far (n_embd each, one after
+    // another), and which positions are real; room for max_length positions from the start.
+    let hidden = first.last_hidden_state.as_ref().expect("asked for");
+    let (_, t, _) = hidden.dims3()?;
+    let hidden = hidden.flatten_all()?.to_vec1::<f32>()?;
+    let mut context: Vec<Vec<f32>> = hidden
+        .chunks_exact(t * e)
+        .map(|positions| {
+            let mut row = Vec::with_capacity(plan.max_length * e);
+            positions
+                .chunks_exact(e)
+                .for_each(|h| push_normalized(h, &mut row));
+            row
+        })
+        .collect();
     let mut context_mask: Vec<Vec<bool>> = plan
         .attention_mask
         .iter()
-        .map(|r| r.iter().map(|&m| m != 0).collect())
+        .map(|r| {
+            let mut real = Vec::with_capacity(plan.max_length);
+            real.extend(r.iter().map(|&m| m != 0));
+            real
+        })
         .collect();
-    let mut logits = first.logits;
+    // Reused every step: the rows' scores (the kept candidates' logits, then processed), each
+    // row's candidates, the candidates' logits, a candidate's unit hidden state.
+    let mut scores = first.logits;
+    let mut candidates: Vec<Vec<(f32, usize)>> = vec![Vec::with_capacity(k + 1); batch];
+    let mut probs = Vec::with_capacity(v);
+    let mut cand_tokens = Vec::with_capacity(batch * k);
+    let mut cand_logits = Vec::new();
+    let mut h = Vec::with_capacity(e);
+    let (mut keep, mut siblings) = (Vec::with_capacity(batch), Vec::with_capacity(batch * k));
+    let mut next = Vec::with_capacity(batch);
     let mut unfinished = vec![true; batch];
     let mut logprobs = opts.token_logprobs.then(|| vec![Vec::new(); batch]);
     let mut expanded = false;
 
     while rows[0].len() < plan.max_length {
-        let raw = logits.clone();
-        let mut scores = logits;
-        processors.process(&rows, &mut scores, v);
-        let mut candidates = Vec::with_capacity(batch);
-        for row in scores.chunks(v) {
-            let mut probs = row.to_vec();
-            softmax_in_place(&mut probs);
-            candidates.push(top_k(&probs, k));
-        }
         if let Some(l) = out.logits.as_mut() {
-            l.push(raw);
+            l.push(scores.clone());
+        }
+        processors.process(&rows, &mut scores, v);
+        for (row, best) in scores.chunks(v).zip(candidates.iter_mut()) {
+            probs.clear();
+            probs.extend_from_slice(row);
+            softmax_in_place(&mut probs);
+            top_k_into(&probs, k, best);
         }
 
         // Every row's k candidates through the model at once, each on its own copy of its
@@ -88,50 +125,34 @@ pub(crate) fn run(
             let expand: Vec<usize> = (0..batch).flat_map(|b| std::iter::repeat_n(b, k)).collect();
             runner.select_rows(&expand)?;
         }
-        let cand_tokens: Vec<u32> = candidates
-            .iter()
-            .flat_map(|c| c.iter().map(|&(_, id)| id as u32))
-            .collect();
-        let step = runner.step(&cand_tokens)?;
-        let cand_hidden = rows_of(step.last_hidden_state.as_ref().expect("asked for"))?;
+        cand_tokens.clear();
+        cand_tokens.extend(
+            candidates
+                .iter()
+                .flat_map(|c| c.iter().map(|&(_, id)| id as u32)),
+        );
+        runner.step_into(&cand_tokens, &mut cand_logits)?;
+        let cand_hidden = runner.last_hidden();
 
-        let mut chosen = Vec::with_capacity(batch);
+        keep.clear();
         for b in 0..batch {
             let mut best = (f32::NEG_INFINITY, 0usize);
             for (i, &(prob, _)) in candidates[b].iter().enumerate() {
-                let h = normalized(&cand_hidden[b * k + i][0]);
-                let penalty = context[b]
-                    .iter()
-                    .zip(&context_mask[b])
-                    .map(|(c, &real)| {
-                        let cos: f32 = c.iter().zip(&h).map(|(x, y)| x * y).sum();
-                        if real {
-                            cos
-                        } else {
-                            cos + f32::MIN
-                        }
-                    })
-                    .fold(f32::NEG_INFINITY, f32::max);
+                let r = b * k + i;
+                h.clear();
+                push_normalized(&cand_hidden[r * e..(r + 1) * e], &mut h);
+                let penalty = degeneration_penalty(&h, &context[b], &context_mask[b], e);
                 let score = (1.0 - alpha) * prob - alpha * penalty;
                 if score > best.0 {
                     best = (score, i);
                 }
             }
-            chosen.push(best.1);
+            keep.push(b * k + best.1);
         }
-        let keep: Vec<usize> = chosen.iter().enumerate().map(|(b, &i)| b * k + i).collect();
-        // The kept candidate's newest keys and values over its siblings': every copy of a row
-        // holds that row's history again, ready for the next step's candidates.
-        let siblings: Vec<usize> = (0..batch * k).map(|r| keep[r / k]).collect();
-        runner.select_newest(&siblings)?;
-        logits = keep
-            .iter()
-            .flat_map(|&r| step.logits[r * v..(r + 1) * v].iter().copied())
-            .collect();
-        let mut next = Vec::with_capacity(batch);
-        for b in 0..batch {
-            let (_, id) = candidates[b][chosen[b]];
-            context[b].push(normalized(&cand_hidden[keep[b]][0]));
+        next.clear();
+        for (b, &r) in keep.iter().enumerate() {
+            let (_, id) = candidates[b][r - b * k];
+            push_normalized(&cand_hidden[r * e..(r + 1) * e], &mut context[b]);
             context_mask[b].push(true);
             // As in greedy: only an eos finishes a row into padding.
             next.push(if unfinished[b] || plan.eos.is_empty() {
@@ -140,9 +161,19 @@ pub(crate) fn run(
                 pad.ok_or_else(|| Error::Input("finished rows need a pad_token_id".into()))?
             });
         }
+        // The kept candidate's newest keys and values over its siblings': every copy of a row
+        // holds that row's history again, ready for the next step's candidates.
+        siblings.clear();
+        siblings.extend((0..batch * k).map(|r| keep[r / k]));
+        runner.select_newest(&siblings)?;
         record_logprobs(&mut logprobs, &scores, v, &next);
         if let Some(s) = out.scores.as_mut() {
-            s.push(scores);
+            s.push(scores.clone());
+        }
+        // The next step's logits: each row's kept candidate's.
+        scores.clear();
+        for &r in &keep {
+            scores.extend_from_slice(&cand_logits[r * v..(r + 1) * v]);
         }
         for (row, &t) in rows.iter_mut().zip(&next) {
             row.push(t);
@@ -151,9 +182,7 @@ pub(crate) fn run(
             Some(f) => f(&next),
             None => true,
         };
-        for (u, d) in unfinished.iter_mut().zip(stopping.done(&rows)) {
-            *u = *u && !d;
-        }
+        stopping.finish(&rows, &mut unfinished);
         if !keep_going || unfinished.iter().all(|u| !u) {
             break;
         }

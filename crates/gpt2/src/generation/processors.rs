@@ -85,7 +85,7 @@ fn softmax_into(row: &[f32], out: &mut Vec<f32>) {
     out.iter_mut().for_each(|p| *p *= inv);
 }
 
-/// [`log_softmax`] into `out` (cleared first).
+/// torch's CPU log_softmax, x - max - log(sum(exp(x - max))), into `out` (cleared first).
 fn log_softmax_into(row: &[f32], out: &mut Vec<f32>) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let log_sum = row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
@@ -93,9 +93,10 @@ fn log_softmax_into(row: &[f32], out: &mut Vec<f32>) {
     out.extend(row.iter().map(|&x| x - max - log_sum));
 }
 
-/// Buffers the min_p, typical, epsilon and eta warpers reuse from step to step (a
-/// vocabulary's worth each): probabilities or log-probabilities, a second row, a third, and an
-/// order.
+/// Buffers the processors reuse from step to step, a vocabulary's worth each (min_p, typical,
+/// epsilon and eta: probabilities or log-probabilities, a second row, a third, and an order;
+/// sequence bias: the single-token biases and a row's; renormalisation: a row). One processor
+/// holds them at a time.
 #[derive(Default)]
 struct WarpScratch {
     a: Vec<f32>,
@@ -106,13 +107,6 @@ struct WarpScratch {
 
 thread_local! {
     static WARP: std::cell::RefCell<WarpScratch> = std::cell::RefCell::new(WarpScratch::default());
-}
-
-/// torch's CPU log_softmax: x - max - log(sum(exp(x - max))).
-fn log_softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_sum = row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
-    row.iter().map(|&x| x - max - log_sum).collect()
 }
 
 fn mask_tokens(row: &mut [f32], ids: &[u32]) {
@@ -473,24 +467,38 @@ impl RepetitionPenalty {
     }
 }
 
+thread_local! {
+    /// RepetitionPenalty's flags of the ids already penalised in a row, all false between
+    /// rows.
+    static SEEN: std::cell::RefCell<Vec<bool>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl LogitsProcessor for RepetitionPenalty {
     fn process(&self, input_ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
-        for (row, ids) in rows(scores, vocab).zip(input_ids) {
-            // gather, then scatter: a repeated id is penalised once.
-            let mut seen = vec![false; vocab];
-            for &t in ids {
-                let t = t as usize;
-                if t < vocab && !seen[t] {
-                    seen[t] = true;
-                    let s = row[t];
-                    row[t] = if s < 0.0 {
-                        s * self.penalty
-                    } else {
-                        s / self.penalty
-                    };
+        SEEN.with_borrow_mut(|seen| {
+            seen.resize(vocab, false);
+            for (row, ids) in rows(scores, vocab).zip(input_ids) {
+                // gather, then scatter: a repeated id is penalised once.
+                for &t in ids {
+                    let t = t as usize;
+                    if t < vocab && !seen[t] {
+                        seen[t] = true;
+                        let s = row[t];
+                        row[t] = if s < 0.0 {
+                            s * self.penalty
+                        } else {
+                            s / self.penalty
+                        };
+                    }
+                }
+                // Cleared where set: the row's ids, not the vocabulary.
+                for &t in ids {
+                    if let Some(f) = seen.get_mut(t as usize) {
+                        *f = false;
+                    }
                 }
             }
-        }
+        });
     }
 }
 
@@ -512,23 +520,34 @@ impl NoRepeatNGram {
 
     /// The tokens that followed earlier occurrences of the row's last n-1 tokens.
     pub fn banned(&self, ids: &[u32]) -> Vec<u32> {
+        self.banned_iter(ids).collect()
+    }
+
+    fn banned_iter<'a>(&self, ids: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
         let n = self.ngram_size;
         let cur_len = ids.len();
-        if cur_len + 1 < n {
-            return Vec::new();
-        }
-        let prefix = &ids[cur_len + 1 - n..];
-        ids.windows(n)
-            .filter(|w| &w[..n - 1] == prefix)
-            .map(|w| w[n - 1])
-            .collect()
+        // Too short a row has no windows to match (and no prefix: the empty one stands in).
+        let prefix = if cur_len + 1 < n {
+            &ids[..0]
+        } else {
+            &ids[cur_len + 1 - n..]
+        };
+        let windows = if cur_len + 1 < n { &ids[..0] } else { ids };
+        windows
+            .windows(n)
+            .filter(move |w| &w[..n - 1] == prefix)
+            .map(move |w| w[n - 1])
     }
 }
 
 impl LogitsProcessor for NoRepeatNGram {
     fn process(&self, input_ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
         for (row, ids) in rows(scores, vocab).zip(input_ids) {
-            mask_tokens(row, &self.banned(ids));
+            for t in self.banned_iter(ids) {
+                if let Some(s) = row.get_mut(t as usize) {
+                    *s = FILTER;
+                }
+            }
         }
     }
 }
@@ -580,30 +599,37 @@ impl LogitsProcessor for SequenceBias {
     fn process(&self, input_ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
         // transformers raises on the first call for ids outside the vocabulary; here they are
         // skipped (process cannot fail).
-        let mut single = vec![0f32; vocab];
-        for (seq, bias) in &self.sequence_bias {
-            if let [t] = seq[..] {
-                if (t as usize) < vocab {
-                    single[t as usize] = *bias;
+        WARP.with_borrow_mut(
+            |WarpScratch {
+                 a: single, b: bias, ..
+             }| {
+                single.clear();
+                single.resize(vocab, 0.0);
+                for (seq, bias) in &self.sequence_bias {
+                    if let [t] = seq[..] {
+                        if (t as usize) < vocab {
+                            single[t as usize] = *bias;
+                        }
+                    }
                 }
-            }
-        }
-        for (row, ids) in rows(scores, vocab).zip(input_ids) {
-            let mut bias = single.clone();
-            for (seq, b) in &self.sequence_bias {
-                let n = seq.len();
-                if n == 1 || n > ids.len() {
-                    continue;
+                for (row, ids) in rows(scores, vocab).zip(input_ids) {
+                    bias.clone_from(single);
+                    for (seq, b) in &self.sequence_bias {
+                        let n = seq.len();
+                        if n == 1 || n > ids.len() {
+                            continue;
+                        }
+                        let last = seq[n - 1] as usize;
+                        if last < vocab && ids[ids.len() - (n - 1)..] == seq[..n - 1] {
+                            bias[last] += *b;
+                        }
+                    }
+                    for (s, &b) in row.iter_mut().zip(bias.iter()) {
+                        *s += b;
+                    }
                 }
-                let last = seq[n - 1] as usize;
-                if last < vocab && ids[ids.len() - (n - 1)..] == seq[..n - 1] {
-                    bias[last] += *b;
-                }
-            }
-            for (s, b) in row.iter_mut().zip(bias) {
-                *s += b;
-            }
-        }
+            },
+        );
     }
 }
 
@@ -783,16 +809,19 @@ impl LogitsProcessor for ExponentialDecayLengthPenalty {
         let exponent = (cur_len - self.regulation_start) as i32;
         // python float ** int - 1, then rounded to f32 by torch's tensor * scalar.
         let factor = (self.regulation_factor.powi(exponent) - 1.0) as f32;
+        let eos = &self.eos_token_ids;
         for row in rows(scores, vocab) {
-            // penalties[:, eos] = |scores[:, eos]| * factor, read from the unmodified scores.
-            let penalties: Vec<(usize, f32)> = self
-                .eos_token_ids
-                .iter()
-                .filter(|&&t| (t as usize) < vocab)
-                .map(|&t| (t as usize, row[t as usize].abs() * factor))
-                .collect();
-            for (t, p) in penalties {
-                row[t] += p;
+            // penalties[:, eos] = |scores[:, eos]| * factor, read from the unmodified scores:
+            // an id listed twice gets its one penalty twice.
+            for (i, &t) in eos.iter().enumerate() {
+                let t = t as usize;
+                if t >= vocab || eos[..i].contains(&(t as u32)) {
+                    continue;
+                }
+                let p = row[t].abs() * factor;
+                for _ in eos[i..].iter().filter(|&&u| u as usize == t) {
+                    row[t] += p;
+                }
             }
         }
     }
@@ -822,10 +851,12 @@ pub struct Renormalize;
 
 impl LogitsProcessor for Renormalize {
     fn process(&self, _ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
-        for row in rows(scores, vocab) {
-            let out = log_softmax(row);
-            row.copy_from_slice(&out);
-        }
+        WARP.with_borrow_mut(|WarpScratch { a: out, .. }| {
+            for row in rows(scores, vocab) {
+                log_softmax_into(row, out);
+                row.copy_from_slice(out);
+            }
+        });
     }
 }
 

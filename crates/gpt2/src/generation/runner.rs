@@ -29,6 +29,13 @@ pub(crate) struct Runner<'m> {
     pub output_last_hidden_state: bool,
     /// [`Runner::step_into`]'s position per row, reused.
     positions: Vec<u32>,
+    /// Positions each mask row has room for (prompt and new tokens), kept when rows are
+    /// reordered.
+    room: usize,
+    /// The rows a reordering keeps, as the cache takes them, and the mask's rows being
+    /// rearranged: reused, so a beam step's reordering allocates nothing.
+    order: Vec<u32>,
+    spare_mask: Vec<Vec<u32>>,
 }
 
 fn rows_tensor(rows: &[Vec<u32>]) -> Result<Tensor> {
@@ -62,6 +69,9 @@ impl<'m> Runner<'m> {
             output_attentions: false,
             output_last_hidden_state: false,
             positions: Vec::new(),
+            room: positions,
+            order: Vec::new(),
+            spare_mask: Vec::new(),
         }
     }
 
@@ -144,22 +154,44 @@ impl<'m> Runner<'m> {
         )
     }
 
+    /// The final hidden states (after ln_f) of the last [`Runner::step_into`], rows x n_embd:
+    /// the step leaves them in the cache's scratch, where contrastive search reads its
+    /// candidates' without a copy.
+    pub fn last_hidden(&self) -> &[f32] {
+        &self.cache.scratch.hidden
+    }
+
     /// [`Runner::select_rows`] for rows that agree on all but the newest position (contrastive
     /// search's candidates of one row): only that position is copied.
     pub fn select_newest(&mut self, rows: &[usize]) -> Result<()> {
-        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        self.order.clear();
+        self.order.extend(rows.iter().map(|&r| r as u32));
         let newest = self.cache.seq_len().saturating_sub(1);
-        self.cache.copy_rows_from(&idx, newest)?;
-        self.mask = rows.iter().map(|&r| self.mask[r].clone()).collect();
+        self.cache.copy_rows_from(&self.order, newest)?;
+        self.reorder_mask(rows);
         Ok(())
     }
 
-    /// Keep rows in this order (beam search follows its surviving beams; expansion repeats rows).
+    /// Keep rows in this order (beam search follows its surviving beams; expansion repeats
+    /// rows). As many rows as before reorders in place, allocating nothing once warm.
     pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
-        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-        let idx = Tensor::from_vec(idx, (rows.len(),), &Device::Cpu)?;
-        self.cache.select_rows(&idx)?;
-        self.mask = rows.iter().map(|&r| self.mask[r].clone()).collect();
+        self.order.clear();
+        self.order.extend(rows.iter().map(|&r| r as u32));
+        self.cache.select_rows_by(&self.order)?;
+        self.reorder_mask(rows);
         Ok(())
+    }
+
+    /// The mask's rows in the order `rows` names, written into the spare rows (each given the
+    /// runner's room, so later steps' columns fit) and swapped in.
+    fn reorder_mask(&mut self, rows: &[usize]) {
+        self.spare_mask.resize_with(rows.len(), Vec::new);
+        for (dst, &r) in self.spare_mask.iter_mut().zip(rows) {
+            let src = &self.mask[r];
+            dst.clear();
+            dst.reserve(self.room.max(src.len()));
+            dst.extend_from_slice(src);
+        }
+        std::mem::swap(&mut self.mask, &mut self.spare_mask);
     }
 }

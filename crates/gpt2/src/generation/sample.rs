@@ -84,8 +84,6 @@ pub(crate) fn run(
     let mut out = plan.output(model, cfg);
 
     // Every row's cache sized for max_length from the start: one allocation, no regrowth.
-    // (Beam search reorders and copies its cache every step, so it keeps a growing one, whose
-    // copies are only as long as the sequences so far.)
     let mut runner = Runner::with_capacity(model, mask, plan.max_length);
     runner.output_hidden_states = out.hidden_states.is_some();
     runner.output_attentions = out.attentions.is_some();

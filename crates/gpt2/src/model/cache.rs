@@ -25,8 +25,10 @@ pub struct Cache {
     /// Positions each layer's buffers get at their first write, when more than the write asks
     /// for (see [`Cache::with_capacity`]).
     capacity: usize,
-    /// Rows set aside while [`Cache::select_rows`] rearranges the buffers, kept for the next.
+    /// Rows set aside while [`Cache::select_rows`] rearranges the buffers, and which rows
+    /// those are, kept for the next.
     reorder: Vec<f32>,
+    reorder_rows: Vec<usize>,
 }
 
 /// The fused forward's working rows (see fused.rs); sized on first use. Each buffer serves
@@ -82,10 +84,15 @@ impl LayerKv {
     }
 
     /// [`permute_rows`] over the keys and then the values.
-    fn permute_rows(&mut self, idx: &[u32], from: usize, spare: &mut Vec<f32>) {
+    fn permute_rows(
+        &mut self,
+        idx: &[u32],
+        from: usize,
+        (spare, saved): (&mut Vec<f32>, &mut Vec<usize>),
+    ) {
         let shape = (self.heads, self.cap, self.head_dim);
         for buf in [&mut self.k, &mut self.v] {
-            permute_rows(buf, shape, idx, from..self.len, spare);
+            permute_rows(buf, shape, idx, from..self.len, (&mut *spare, &mut *saved));
         }
     }
 }
@@ -98,6 +105,7 @@ impl Clone for Cache {
             scratch: StepScratch::default(),
             capacity: self.capacity,
             reorder: Vec::new(),
+            reorder_rows: Vec::new(),
         }
     }
 }
@@ -117,6 +125,7 @@ impl Cache {
             scratch: StepScratch::default(),
             capacity: positions,
             reorder: Vec::new(),
+            reorder_rows: Vec::new(),
         }
     }
 
@@ -296,16 +305,25 @@ impl Cache {
     /// (contrastive search's candidates) makes new buffers.
     pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
         let idx = rows.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        self.select_rows_by(&idx)
+    }
+
+    /// [`Cache::select_rows`] by a slice of row numbers: a beam step's reordering allocates
+    /// nothing once warm.
+    pub(crate) fn select_rows_by(&mut self, idx: &[u32]) -> Result<()> {
         let mut spare = std::mem::take(&mut self.reorder);
+        let mut saved = std::mem::take(&mut self.reorder_rows);
+        let mut result = Ok(());
         for layer in self.layers.iter_mut().flatten() {
             let b = layer.batch;
             if let Some(&bad) = idx.iter().find(|&&r| r as usize >= b) {
-                return Err(Error::Input(format!(
+                result = Err(Error::Input(format!(
                     "row {bad} selected from a cache of {b} rows"
                 )));
+                break;
             }
             if idx.len() == b {
-                layer.permute_rows(&idx, 0, &mut spare);
+                layer.permute_rows(idx, 0, (&mut spare, &mut saved));
                 continue;
             }
             let per_row = layer.heads * layer.cap * layer.head_dim;
@@ -325,7 +343,8 @@ impl Cache {
             layer.batch = idx.len();
         }
         self.reorder = spare;
-        Ok(())
+        self.reorder_rows = saved;
+        result
     }
 
     /// Row r's positions from `from` on become row `rows[r]`'s, in place, for rows that agree
@@ -334,42 +353,52 @@ impl Cache {
     /// siblings' (a few KB) where [`Cache::select_rows`] would copy whole histories.
     pub(crate) fn copy_rows_from(&mut self, rows: &[u32], from: usize) -> Result<()> {
         let mut spare = std::mem::take(&mut self.reorder);
+        let mut saved = std::mem::take(&mut self.reorder_rows);
+        let mut result = Ok(());
         for layer in self.layers.iter_mut().flatten() {
             if rows.len() != layer.batch || rows.iter().any(|&r| r as usize >= rows.len()) {
-                return Err(Error::Input(format!(
+                result = Err(Error::Input(format!(
                     "{} rows to keep for a cache of {}",
                     rows.len(),
                     layer.batch
                 )));
+                break;
             }
             let from = from.min(layer.len);
-            layer.permute_rows(rows, from, &mut spare);
+            layer.permute_rows(rows, from, (&mut spare, &mut saved));
         }
         self.reorder = spare;
-        Ok(())
+        self.reorder_rows = saved;
+        result
     }
 }
 
 /// Row r of a `[b, h, cap, d]` buffer becomes old row `idx[r]`, positions `span` of each head,
 /// in place: rows that other rows copy from and that are themselves overwritten are set aside
-/// in `spare` first.
+/// in `spare` first (`saved` names them; both are the caller's, reused).
 fn permute_rows(
     buf: &mut [f32],
     (h, cap, d): (usize, usize, usize),
     idx: &[u32],
     span: std::ops::Range<usize>,
-    spare: &mut Vec<f32>,
+    (spare, saved): (&mut Vec<f32>, &mut Vec<usize>),
 ) {
     let used = span.len() * d;
     // Where head `hd` of row `r` starts (its first position copied).
     let at = |r: usize, hd: usize| ((r * h + hd) * cap + span.start) * d;
     let moved = |r: usize| idx[r] as usize != r;
     // Sources that are also destinations: their old rows, kept aside.
-    let saved: Vec<usize> = (0..idx.len())
-        .filter(|&s| moved(s) && (0..idx.len()).any(|r| moved(r) && idx[r] as usize == s))
-        .collect();
+    saved.clear();
+    saved.reserve(idx.len());
+    saved.extend(
+        (0..idx.len())
+            .filter(|&s| moved(s) && (0..idx.len()).any(|r| moved(r) && idx[r] as usize == s)),
+    );
     spare.clear();
-    for &s in &saved {
+    // Room for every row's positions from span.start to the end of the buffer, made once: a
+    // room fitted to the positions in use would regrow as the sequences do.
+    spare.reserve(idx.len() * h * (cap - span.start) * d);
+    for &s in saved.iter() {
         for hd in 0..h {
             spare.extend_from_slice(&buf[at(s, hd)..at(s, hd) + used]);
         }
