@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use super::beam::{top_k, Hyp, Hypotheses};
+use super::beam::{top_k_into, Hyp, Hypotheses};
 use super::constraints::{Constraint, ConstraintState};
 use super::processors::build_processors;
 use super::runner::Runner;
@@ -124,9 +124,14 @@ pub(crate) fn run(
     let stopping = plan.stopping(cfg, None)?;
     let mut out = plan.output(model, cfg);
     let want_paths = out.scores.is_some();
-    let mut runner = Runner::new(model, mask);
+    // The model side as in plain beam search: a cache with max_length's room reordered in
+    // place, logits into a reused buffer, rows and paths written into spare rows. (The
+    // constraints' bookkeeping, replayed from each beam's tokens as transformers does, still
+    // makes small vectors every step.)
+    let mut runner = Runner::with_capacity(model, mask, plan.max_length);
     runner.output_hidden_states = out.hidden_states.is_some();
     runner.output_attentions = out.attentions.is_some();
+    let logits_only = out.hidden_states.is_none() && out.attentions.is_none();
     let v = runner.vocab_size();
     let mut hyps: Vec<Hypotheses> = (0..batch)
         .map(|_| Hypotheses::new(nb, cfg, plan.max_length))
@@ -135,14 +140,32 @@ pub(crate) fn run(
     let mut beam_scores: Vec<f32> = (0..batch * nb)
         .map(|i| if i % nb == 0 { 0.0 } else { -1e9 })
         .collect();
-    let mut paths: Vec<Vec<i64>> = vec![Vec::new(); batch * nb];
+    let path_room = if want_paths {
+        plan.max_length.saturating_sub(plan.prompt_len)
+    } else {
+        0
+    };
+    let n_rows = batch * nb;
+    let mut paths: Vec<Vec<i64>> = (0..n_rows).map(|_| Vec::with_capacity(path_room)).collect();
+    let mut next_paths: Vec<Vec<i64>> =
+        (0..n_rows).map(|_| Vec::with_capacity(path_room)).collect();
+    for row in rows.iter_mut() {
+        row.reserve(plan.max_length.saturating_sub(row.len()));
+    }
+    let mut next_rows: Vec<Vec<u32>> = (0..n_rows)
+        .map(|_| Vec::with_capacity(plan.max_length))
+        .collect();
     let n_keep = (1 + plan.eos.len()).max(2) * nb;
     let completes = |seq: &[u32]| ConstraintState::after(&templates, seq).completed;
+    let (mut scores, mut candidates) = (Vec::new(), Vec::new());
+    let mut next: Vec<(f32, u32, usize)> = Vec::with_capacity(n_rows);
+    let (mut sources, mut tokens) = (Vec::with_capacity(n_rows), Vec::with_capacity(n_rows));
+    let mut unfinished = vec![true; n_rows];
 
     let mut step = runner.prefill(&rows)?;
+    let mut logits = std::mem::take(&mut step.logits);
     loop {
-        let raw = step.logits;
-        let mut scores = raw.clone();
+        scores.clone_from(&logits);
         for row in scores.chunks_mut(v) {
             log_softmax_in_place(row);
         }
@@ -152,7 +175,7 @@ pub(crate) fn run(
             row.iter_mut().for_each(|s| *s += beam_scores[r]);
         }
         let cur_len = rows[0].len() + 1;
-        let mut next: Vec<(f32, u32, usize)> = Vec::with_capacity(batch * nb);
+        next.clear();
         for b in 0..batch {
             if done[b] {
                 let pad = plan
@@ -162,7 +185,7 @@ pub(crate) fn run(
                 continue;
             }
             let flat = &scores[b * nb * v..(b + 1) * nb * v];
-            let candidates = top_k(flat, n_keep);
+            top_k_into(flat, n_keep, &mut candidates);
             let mut chosen = Vec::with_capacity(nb);
             for (rank, &(score, idx)) in candidates.iter().enumerate() {
                 let (src, token) = (b * nb + idx / v, (idx % v) as u32);
@@ -201,44 +224,50 @@ pub(crate) fn run(
             done[b] = done[b] || hyps[b].is_done(best as f64, cur_len, plan.prompt_len);
         }
         if let Some(s) = out.scores.as_mut() {
-            s.push(scores);
+            s.push(scores.clone());
         }
         if let Some(l) = out.logits.as_mut() {
-            l.push(raw);
+            l.push(logits.clone());
         }
-        if let (Some(h), Some(hs)) = (out.hidden_states.as_mut(), step.hidden_states) {
+        if let (Some(h), Some(hs)) = (out.hidden_states.as_mut(), step.hidden_states.take()) {
             h.push(hs);
         }
-        if let (Some(a), Some(at)) = (out.attentions.as_mut(), step.attentions) {
+        if let (Some(a), Some(at)) = (out.attentions.as_mut(), step.attentions.take()) {
             a.push(at);
         }
-        let sources: Vec<usize> = next.iter().map(|n| n.2).collect();
-        let tokens: Vec<u32> = next.iter().map(|n| n.1).collect();
-        rows = next
-            .iter()
-            .map(|&(_, t, src)| {
-                let mut r = rows[src].clone();
-                r.push(t);
-                r
-            })
-            .collect();
-        if want_paths {
-            paths = sources
-                .iter()
-                .map(|&src| {
-                    let mut p = paths[src].clone();
-                    p.push(src as i64);
-                    p
-                })
-                .collect();
+        sources.clear();
+        sources.extend(next.iter().map(|n| n.2));
+        tokens.clear();
+        tokens.extend(next.iter().map(|n| n.1));
+        for (dst, &(_, t, src)) in next_rows.iter_mut().zip(&next) {
+            dst.clear();
+            dst.extend_from_slice(&rows[src]);
+            dst.push(t);
         }
-        beam_scores = next.iter().map(|n| n.0).collect();
-        let stop_all = stopping.done(&rows).iter().all(|&d| d);
+        std::mem::swap(&mut rows, &mut next_rows);
+        if want_paths {
+            for (dst, &src) in next_paths.iter_mut().zip(&sources) {
+                dst.clear();
+                dst.extend_from_slice(&paths[src]);
+                dst.push(src as i64);
+            }
+            std::mem::swap(&mut paths, &mut next_paths);
+        }
+        beam_scores.clear();
+        beam_scores.extend(next.iter().map(|n| n.0));
+        unfinished.fill(true);
+        stopping.finish(&rows, &mut unfinished);
+        let stop_all = unfinished.iter().all(|&u| !u);
         if done.iter().all(|&d| d) || stop_all || rows[0].len() >= plan.max_length {
             break;
         }
         runner.select_rows(&sources)?;
-        step = runner.step(&tokens)?;
+        if logits_only {
+            runner.step_into(&tokens, &mut logits)?;
+        } else {
+            step = runner.step(&tokens)?;
+            logits = std::mem::take(&mut step.logits);
+        }
     }
 
     // Finalize: unfinished rows add the beams that meet every constraint; if too few do, the

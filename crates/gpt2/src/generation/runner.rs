@@ -44,12 +44,8 @@ fn rows_tensor(rows: &[Vec<u32>]) -> Result<Tensor> {
 }
 
 impl<'m> Runner<'m> {
-    pub fn new(model: &'m Gpt2LmHeadModel, mask: Vec<Vec<u32>>) -> Runner<'m> {
-        Runner::with_capacity(model, mask, 0)
-    }
-
-    /// [`Runner::new`] whose cache makes room for `positions` (prompt and new tokens) at once
-    /// ([`Cache::with_capacity`]), capped at the model's n_positions.
+    /// A runner over `mask`'s rows whose cache makes room for `positions` (prompt and new
+    /// tokens) at once ([`Cache::with_capacity`]), capped at the model's n_positions.
     pub fn with_capacity(
         model: &'m Gpt2LmHeadModel,
         mask: Vec<Vec<u32>>,

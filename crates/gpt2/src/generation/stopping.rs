@@ -16,13 +16,8 @@ pub(crate) struct Stopping<'a> {
 }
 
 impl Stopping<'_> {
-    /// Done flags for rows whose sequences are `rows` (prompt + generated so far).
-    pub fn done(&self, rows: &[Vec<u32>]) -> Vec<bool> {
-        let all = self.all_done(rows);
-        rows.iter().map(|row| all || self.row_done(row)).collect()
-    }
-
-    /// Clears `unfinished[r]` for every row [`Stopping::done`] says is done, in place.
+    /// Clears `unfinished[r]` for every row that is done, its sequence `rows[r]` (prompt +
+    /// generated so far), in place.
     pub fn finish(&self, rows: &[Vec<u32>], unfinished: &mut [bool]) {
         let all = self.all_done(rows);
         for (u, row) in unfinished.iter_mut().zip(rows) {
