@@ -488,16 +488,39 @@ impl Tokenizer {
     ///
     /// An id outside the vocabulary is an error (`tokenizers` silently drops it).
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        let mut bytes = Vec::with_capacity(ids.len() * 4);
-        for &id in ids {
-            self.push_token_bytes(id, skip_special_tokens, &mut bytes)?;
+        let mut text = String::new();
+        self.decode_into(ids, skip_special_tokens, &mut text)?;
+        Ok(text)
+    }
+
+    /// [`decode`](Self::decode) into `text` (cleared first), in its room: a loop that decodes
+    /// every step (a generation's stop strings) allocates nothing once the buffers have grown.
+    pub fn decode_into(
+        &self,
+        ids: &[u32],
+        skip_special_tokens: bool,
+        text: &mut String,
+    ) -> Result<()> {
+        text.clear();
+        DECODE_BYTES.with_borrow_mut(|bytes| -> Result<()> {
+            bytes.clear();
+            for &id in ids {
+                self.push_token_bytes(id, skip_special_tokens, bytes)?;
+            }
+            // String::from_utf8_lossy's own loop: one U+FFFD per maximal invalid subsequence.
+            text.reserve(bytes.len());
+            for chunk in bytes.utf8_chunks() {
+                text.push_str(chunk.valid());
+                if !chunk.invalid().is_empty() {
+                    text.push(char::REPLACEMENT_CHARACTER);
+                }
+            }
+            Ok(())
+        })?;
+        if self.clean_up_tokenization_spaces {
+            clean_up_tokenization_in_place(text);
         }
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        Ok(if self.clean_up_tokenization_spaces {
-            clean_up_tokenization(&text)
-        } else {
-            text
-        })
+        Ok(())
     }
 
     /// [`decode`](Self::decode) on many sequences in parallel.
@@ -707,16 +730,73 @@ impl Tokenizer {
 }
 
 /// transformers' `clean_up_tokenization`: drops the space before punctuation and English
-/// contractions. Lossy (`"a ."` and `"a."` both become `"a."`).
+/// contractions. Lossy (`"a ."` and `"a."` both become `"a."`). Decoding uses
+/// [`clean_up_tokenization_in_place`]; this is the plain version it is tested against.
 pub fn clean_up_tokenization(text: &str) -> String {
-    text.replace(" .", ".")
-        .replace(" ?", "?")
-        .replace(" !", "!")
-        .replace(" ,", ",")
-        .replace(" ' ", "'")
-        .replace(" n't", "n't")
-        .replace(" 'm", "'m")
-        .replace(" 's", "'s")
-        .replace(" 've", "'ve")
-        .replace(" 're", "'re")
+    CLEAN_UP
+        .iter()
+        .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
+}
+
+thread_local! {
+    /// [`Tokenizer::decode_into`]'s token bytes before they become text, reused.
+    static DECODE_BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// transformers' replacements, applied one after another over the whole text.
+const CLEAN_UP: [(&str, &str); 10] = [
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+];
+
+/// [`clean_up_tokenization`] in the text's own buffer: every replacement is shorter than what
+/// it replaces, so each pass writes behind where it reads (leftmost, non-overlapping matches,
+/// as `str::replace`). The patterns are ASCII, which never occurs inside a multi-byte
+/// character, so the text stays UTF-8.
+fn clean_up_tokenization_in_place(text: &mut String) {
+    let mut bytes = std::mem::take(text).into_bytes();
+    for (from, to) in CLEAN_UP {
+        let (from, to) = (from.as_bytes(), to.as_bytes());
+        let (mut read, mut write) = (0, 0);
+        while read < bytes.len() {
+            if bytes[read..].starts_with(from) {
+                bytes[write..write + to.len()].copy_from_slice(to);
+                (read, write) = (read + from.len(), write + to.len());
+            } else {
+                bytes[write] = bytes[read];
+                (read, write) = (read + 1, write + 1);
+            }
+        }
+        bytes.truncate(write);
+    }
+    *text = String::from_utf8(bytes).expect("ASCII replacements keep UTF-8");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn clean_up_in_place_matches_the_replacements(
+            // Pieces that make the patterns (and near misses) common, multi-byte text among them.
+            picks in proptest::collection::vec(0usize..14, 0..60),
+        ) {
+            let pieces =
+                [" ", ".", "?", "!", ",", "'", "n't", "m", "s", "ve", "re", "a", "é", "\u{FFFD}"];
+            let text: String = picks.iter().map(|&p| pieces[p]).collect();
+            let mut in_place = text.clone();
+            clean_up_tokenization_in_place(&mut in_place);
+            prop_assert_eq!(in_place, clean_up_tokenization(&text));
+        }
+    }
 }

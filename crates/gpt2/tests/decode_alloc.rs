@@ -20,6 +20,7 @@ use gpt2::generation::{generate, GenerateOptions, GenerationConfig, Prompts};
 use gpt2::model::{position_ids_from_mask, Cache, ForwardArgs, Gpt2LmHeadModel, WeightFormat};
 use gpt2::weights::Weights;
 use gpt2::Config;
+use gpt2_tokenizer::Tokenizer;
 
 struct Counting;
 
@@ -139,9 +140,15 @@ fn generate_allocations(
         input_ids: &ids,
         attention_mask: Some(&mask),
     };
+    // Stop strings are checked on the decoded text: the GPT-2 tokenizer, made before counting.
+    let tokenizer = cfg.stop_strings.is_some().then(Tokenizer::gpt2);
+    let opts = GenerateOptions {
+        tokenizer: tokenizer.as_ref(),
+        ..Default::default()
+    };
     ALLOCATIONS.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
-    let out = generate(model, prompts, &cfg, GenerateOptions::default()).unwrap();
+    let out = generate(model, prompts, &cfg, opts).unwrap();
     COUNTING.store(false, Ordering::SeqCst);
     assert_eq!(out.sequences[0].len(), 4 + new);
     ALLOCATIONS.load(Ordering::SeqCst)
@@ -177,10 +184,15 @@ fn count_generate_steps() {
             serde_json::json!({"sequence_bias": [[[5], 1.5], [[6, 7], -2.0]], "bad_words_ids": [[9], [5, 8]]}),
             serde_json::json!({"exponential_decay_length_penalty": [2, 1.1], "renormalize_logits": true, "eos_token_id": 3, "pad_token_id": 0, "min_new_tokens": 40}),
             serde_json::json!({"num_beams": 3, "repetition_penalty": 1.3, "no_repeat_ngram_size": 3}),
+            // Stop strings that never match: the text is decoded every step all the same.
+            serde_json::json!({"stop_strings": ["\u{1}never", "zz\u{2}"], "do_sample": true}),
+            serde_json::json!({"stop_strings": ["\u{1}never"], "penalty_alpha": 0.6, "top_k": 4}),
         ];
         for how in &strategies {
             for padded in [false, true] {
-                generate_allocations(&model, 4, how, padded);
+                // Warm-up at the longest length: per-thread buffers (the decoded bytes of stop
+                // strings' text) reach their largest size here.
+                generate_allocations(&model, 24, how, padded);
                 // Every length from 6 to 24: a buffer fitted to the sequences so far would
                 // regrow at some of them, and which rows a beam step reorders varies step by
                 // step.

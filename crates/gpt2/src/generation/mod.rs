@@ -23,6 +23,8 @@ pub use config::{EarlyStopping, GenerationConfig, GenerationMode};
 pub use rng::Rng;
 pub use streamer::TextStreamer;
 
+use std::cell::RefCell;
+
 use candle_core::Tensor;
 use gpt2_tokenizer::Tokenizer;
 
@@ -247,6 +249,13 @@ impl Plan {
         if !stop_strings.is_empty() && tokenizer.is_none() {
             return Err(Error::Input("stop strings need the tokenizer".into()));
         }
+        // The decoded text's room, 32 bytes per new token (GPT-2's average is under 5), made
+        // once: grown as the text is, it would reallocate on the way.
+        let room = if stop_strings.is_empty() {
+            0
+        } else {
+            32 * self.max_length.saturating_sub(self.prompt_len)
+        };
         Ok(stopping::Stopping {
             max_length: self.max_length,
             max_time: cfg.max_time,
@@ -255,6 +264,7 @@ impl Plan {
             stop_strings,
             tokenizer,
             prompt_len: self.prompt_len,
+            texts: RefCell::new((String::with_capacity(room), String::with_capacity(room))),
         })
     }
 

@@ -1,6 +1,7 @@
 //! Stopping criteria, as transformers' StoppingCriteriaList: max_length, max_time, eos and stop
 //! strings; each says, per row, whether that row is done.
 
+use std::cell::RefCell;
 use std::time::Instant;
 
 use gpt2_tokenizer::Tokenizer;
@@ -13,6 +14,9 @@ pub(crate) struct Stopping<'a> {
     pub stop_strings: Vec<String>,
     pub tokenizer: Option<&'a Tokenizer>,
     pub prompt_len: usize,
+    /// The generated text with and without its last token, decoded into the same two buffers
+    /// every step (the stop-string check allocates nothing once they have grown).
+    pub texts: RefCell<(String, String)>,
 }
 
 impl Stopping<'_> {
@@ -46,8 +50,10 @@ impl Stopping<'_> {
         if new.is_empty() {
             return false;
         }
-        let with = tok.decode(new, false).unwrap_or_default();
-        let without = tok.decode(&new[..new.len() - 1], false).unwrap_or_default();
+        let (with, without) = &mut *self.texts.borrow_mut();
+        // An id outside the vocabulary decodes to nothing (the buffer is left empty).
+        let _ = tok.decode_into(new, false, with);
+        let _ = tok.decode_into(&new[..new.len() - 1], false, without);
         self.stop_strings
             .iter()
             .any(|s| with.contains(s.as_str()) && !without.contains(s.as_str()))
