@@ -1,5 +1,5 @@
 //! A tokenizer's load time and memory: `cargo run --release -p gpt2-tokenizer --example
-//! load_probe -- [DIR]` (the built-in GPT-2 vocabulary without DIR, else DIR's files).
+//! tokenizer_load_probe -- [DIR]` (the built-in GPT-2 vocabulary without DIR, else DIR's files).
 //! Resident memory is read from /proc (0 where there is none).
 
 use std::time::Instant;
