@@ -204,6 +204,61 @@ fn hamming_diversity(
     }
 }
 
+/// Spare copies of the beams' token rows and (when kept) their paths of source rows: a step
+/// writes each kept beam's history plus its new token into the spares and swaps them in. Every
+/// row has its final length's room from the start, so a step allocates nothing.
+pub(crate) struct Spares {
+    rows: Vec<Vec<u32>>,
+    paths: Option<Vec<Vec<i64>>>,
+}
+
+impl Spares {
+    /// Spares for `rows` (given max_length's room here too), and the beams' empty paths.
+    pub fn new(rows: &mut [Vec<u32>], plan: &Plan, with_paths: bool) -> (Spares, Vec<Vec<i64>>) {
+        for row in rows.iter_mut() {
+            row.reserve(plan.max_length.saturating_sub(row.len()));
+        }
+        let path_room = plan.max_length.saturating_sub(plan.prompt_len);
+        let paths = || -> Vec<Vec<i64>> {
+            (0..rows.len())
+                .map(|_| Vec::with_capacity(if with_paths { path_room } else { 0 }))
+                .collect()
+        };
+        let spares = Spares {
+            rows: (0..rows.len())
+                .map(|_| Vec::with_capacity(plan.max_length))
+                .collect(),
+            paths: with_paths.then(paths),
+        };
+        (spares, paths())
+    }
+
+    /// Row r becomes `rows[source[r]]` plus `tokens[r]`; path r (when kept) `paths[source[r]]`
+    /// plus `source[r]`.
+    pub fn advance(
+        &mut self,
+        rows: &mut Vec<Vec<u32>>,
+        paths: &mut Vec<Vec<i64>>,
+        source: &[usize],
+        tokens: &[u32],
+    ) {
+        for ((dst, &src), &t) in self.rows.iter_mut().zip(source).zip(tokens) {
+            dst.clear();
+            dst.extend_from_slice(&rows[src]);
+            dst.push(t);
+        }
+        std::mem::swap(rows, &mut self.rows);
+        if let Some(spare) = self.paths.as_mut() {
+            for (dst, &src) in spare.iter_mut().zip(source) {
+                dst.clear();
+                dst.extend_from_slice(&paths[src]);
+                dst.push(src as i64);
+            }
+            std::mem::swap(paths, spare);
+        }
+    }
+}
+
 /// Buffers a beam step reuses, so the loop allocates nothing of its own once warm: the only
 /// new memory a step takes is a finished hypothesis's copy of its tokens and the per-step
 /// records (scores, logits) a caller asked to have returned.
@@ -275,23 +330,7 @@ pub(crate) fn run(
     let mut beam_scores: Vec<f32> = (0..n_rows)
         .map(|i| if i % gs == 0 { 0.0 } else { -1e9 })
         .collect();
-    // Each step writes the kept beams' histories (and paths, when scores are returned) into
-    // the spare rows and swaps them in; every row has its final length's room from the start.
-    let path_room = if want_scores {
-        plan.max_length.saturating_sub(plan.prompt_len)
-    } else {
-        0
-    };
-    let mut beam_paths: Vec<Vec<i64>> =
-        (0..n_rows).map(|_| Vec::with_capacity(path_room)).collect();
-    let mut next_paths: Vec<Vec<i64>> =
-        (0..n_rows).map(|_| Vec::with_capacity(path_room)).collect();
-    for row in rows.iter_mut() {
-        row.reserve(plan.max_length.saturating_sub(row.len()));
-    }
-    let mut next_rows: Vec<Vec<u32>> = (0..n_rows)
-        .map(|_| Vec::with_capacity(plan.max_length))
-        .collect();
+    let (mut spares, mut beam_paths) = Spares::new(&mut rows, plan, want_scores);
     let mut current_tokens = vec![0u32; n_rows];
     let mut source = vec![0usize; n_rows];
     let mut unfinished = vec![true; n_rows];
@@ -426,20 +465,7 @@ pub(crate) fn run(
         if let (Some(a), Some(at)) = (out.attentions.as_mut(), step.attentions.take()) {
             a.push(at);
         }
-        for ((dst, &src), &t) in next_rows.iter_mut().zip(&source).zip(&current_tokens) {
-            dst.clear();
-            dst.extend_from_slice(&rows[src]);
-            dst.push(t);
-        }
-        std::mem::swap(&mut rows, &mut next_rows);
-        if want_scores {
-            for (dst, &src) in next_paths.iter_mut().zip(&source) {
-                dst.clear();
-                dst.extend_from_slice(&beam_paths[src]);
-                dst.push(src as i64);
-            }
-            std::mem::swap(&mut beam_paths, &mut next_paths);
-        }
+        spares.advance(&mut rows, &mut beam_paths, &source, &current_tokens);
         unfinished.fill(true);
         stopping.finish(&rows, &mut unfinished);
         let stop_all = unfinished.iter().all(|&u| !u);

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use super::beam::{top_k_into, Hyp, Hypotheses};
+use super::beam::{top_k_into, Hyp, Hypotheses, Spares};
 use super::constraints::{Constraint, ConstraintState};
 use super::processors::build_processors;
 use super::runner::Runner;
@@ -140,21 +140,8 @@ pub(crate) fn run(
     let mut beam_scores: Vec<f32> = (0..batch * nb)
         .map(|i| if i % nb == 0 { 0.0 } else { -1e9 })
         .collect();
-    let path_room = if want_paths {
-        plan.max_length.saturating_sub(plan.prompt_len)
-    } else {
-        0
-    };
     let n_rows = batch * nb;
-    let mut paths: Vec<Vec<i64>> = (0..n_rows).map(|_| Vec::with_capacity(path_room)).collect();
-    let mut next_paths: Vec<Vec<i64>> =
-        (0..n_rows).map(|_| Vec::with_capacity(path_room)).collect();
-    for row in rows.iter_mut() {
-        row.reserve(plan.max_length.saturating_sub(row.len()));
-    }
-    let mut next_rows: Vec<Vec<u32>> = (0..n_rows)
-        .map(|_| Vec::with_capacity(plan.max_length))
-        .collect();
+    let (mut spares, mut paths) = Spares::new(&mut rows, plan, want_paths);
     let n_keep = (1 + plan.eos.len()).max(2) * nb;
     let completes = |seq: &[u32]| ConstraintState::after(&templates, seq).completed;
     let (mut scores, mut candidates) = (Vec::new(), Vec::new());
@@ -239,20 +226,7 @@ pub(crate) fn run(
         sources.extend(next.iter().map(|n| n.2));
         tokens.clear();
         tokens.extend(next.iter().map(|n| n.1));
-        for (dst, &(_, t, src)) in next_rows.iter_mut().zip(&next) {
-            dst.clear();
-            dst.extend_from_slice(&rows[src]);
-            dst.push(t);
-        }
-        std::mem::swap(&mut rows, &mut next_rows);
-        if want_paths {
-            for (dst, &src) in next_paths.iter_mut().zip(&sources) {
-                dst.clear();
-                dst.extend_from_slice(&paths[src]);
-                dst.push(src as i64);
-            }
-            std::mem::swap(&mut paths, &mut next_paths);
-        }
+        spares.advance(&mut rows, &mut paths, &sources, &tokens);
         beam_scores.clear();
         beam_scores.extend(next.iter().map(|n| n.0));
         unfinished.fill(true);
