@@ -515,6 +515,10 @@ impl Tokenizer {
                     text.push(char::REPLACEMENT_CHARACTER);
                 }
             }
+            // A whole document's bytes are not kept for the thread's lifetime.
+            if bytes.capacity() > DECODE_BYTES_KEPT {
+                *bytes = Vec::new();
+            }
             Ok(())
         })?;
         if self.clean_up_tokenization_spaces {
@@ -737,6 +741,9 @@ pub fn clean_up_tokenization(text: &str) -> String {
         .iter()
         .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
 }
+
+/// The most [`DECODE_BYTES`] keeps between calls: a generation's text, not a corpus's.
+const DECODE_BYTES_KEPT: usize = 1 << 20;
 
 thread_local! {
     /// [`Tokenizer::decode_into`]'s token bytes before they become text, reused.
