@@ -735,7 +735,7 @@ impl Tokenizer {
 
 /// transformers' `clean_up_tokenization`: drops the space before punctuation and English
 /// contractions. Lossy (`"a ."` and `"a."` both become `"a."`). Decoding uses
-/// [`clean_up_tokenization_in_place`]; this is the plain version it is tested against.
+/// an in-place version of it (the same replacements); this is the plain one it is tested against.
 pub fn clean_up_tokenization(text: &str) -> String {
     CLEAN_UP
         .iter()

@@ -22,7 +22,7 @@ pub struct AttentionArgs {
     /// A model directory or hub id.
     #[arg(long)]
     model: String,
-    /// The layer, 0-based, as transformers' outputs.attentions[LAYER].
+    /// The layer, 0-based, as transformers' `outputs.attentions[LAYER]`.
     #[arg(long)]
     layer: usize,
     /// One head, 0-based (outputs.attentions[LAYER][0, HEAD]); without it every head of the

@@ -1,7 +1,7 @@
 //! `gpt2 logit-lens`: what the model would predict if it stopped after each layer. Each hidden
 //! state goes through the final layer norm ln_f and the lm_head; transformers' last hidden
 //! state has had ln_f applied already, so it goes through the lm_head alone (its row is the
-//! model's own prediction). Rows are hidden_states[i], the embeddings at the bottom and the
+//! model's own prediction). Rows are `hidden_states[i]`, the embeddings at the bottom and the
 //! output at the top; columns are input positions.
 
 use std::path::PathBuf;
