@@ -311,19 +311,15 @@ impl Cache {
     /// [`Cache::select_rows`] by a slice of row numbers: a beam step's reordering allocates
     /// nothing once warm.
     pub(crate) fn select_rows_by(&mut self, idx: &[u32]) -> Result<()> {
-        let mut spare = std::mem::take(&mut self.reorder);
-        let mut saved = std::mem::take(&mut self.reorder_rows);
-        let mut result = Ok(());
         for layer in self.layers.iter_mut().flatten() {
             let b = layer.batch;
             if let Some(&bad) = idx.iter().find(|&&r| r as usize >= b) {
-                result = Err(Error::Input(format!(
+                return Err(Error::Input(format!(
                     "row {bad} selected from a cache of {b} rows"
                 )));
-                break;
             }
             if idx.len() == b {
-                layer.permute_rows(idx, 0, (&mut spare, &mut saved));
+                layer.permute_rows(idx, 0, (&mut self.reorder, &mut self.reorder_rows));
                 continue;
             }
             let per_row = layer.heads * layer.cap * layer.head_dim;
@@ -342,9 +338,7 @@ impl Cache {
             (layer.k, layer.v) = (pick(&layer.k), pick(&layer.v));
             layer.batch = idx.len();
         }
-        self.reorder = spare;
-        self.reorder_rows = saved;
-        result
+        Ok(())
     }
 
     /// Row r's positions from `from` on become row `rows[r]`'s, in place, for rows that agree
@@ -352,24 +346,18 @@ impl Cache {
     /// in the newest position, so keeping one candidate copies that position over its
     /// siblings' (a few KB) where [`Cache::select_rows`] would copy whole histories.
     pub(crate) fn copy_rows_from(&mut self, rows: &[u32], from: usize) -> Result<()> {
-        let mut spare = std::mem::take(&mut self.reorder);
-        let mut saved = std::mem::take(&mut self.reorder_rows);
-        let mut result = Ok(());
         for layer in self.layers.iter_mut().flatten() {
             if rows.len() != layer.batch || rows.iter().any(|&r| r as usize >= rows.len()) {
-                result = Err(Error::Input(format!(
+                return Err(Error::Input(format!(
                     "{} rows to keep for a cache of {}",
                     rows.len(),
                     layer.batch
                 )));
-                break;
             }
             let from = from.min(layer.len);
-            layer.permute_rows(rows, from, (&mut spare, &mut saved));
+            layer.permute_rows(rows, from, (&mut self.reorder, &mut self.reorder_rows));
         }
-        self.reorder = spare;
-        self.reorder_rows = saved;
-        result
+        Ok(())
     }
 }
 

@@ -459,14 +459,7 @@ impl Gpt2Model {
                 .flat_map(|_| past as u32..(past + t) as u32)
                 .collect(),
         };
-        let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
-        if past + t > cfg.n_positions || max_pos >= cfg.n_positions {
-            return Err(Error::Input(format!(
-                "sequence length {} exceeds the model's maximum of {} positions (n_positions); truncate the input",
-                (past + t).max(max_pos + 1),
-                cfg.n_positions
-            )));
-        }
+        self.check_positions(past, t, &positions)?;
         // The fused forward (fused.rs) on the CPU, unless asked otherwise or something it does
         // not do (attention maps, dropout) is wanted.
         let fused =
@@ -557,13 +550,45 @@ impl Gpt2Model {
     /// vocabulary, and the shape.
     fn token_ids(&self, ids: &Tensor) -> Result<(Vec<u32>, usize, usize)> {
         let (flat, b, t) = to_u32_flat(ids, "input_ids")?;
+        self.check_ids(&flat)?;
+        Ok((flat, b, t))
+    }
+
+    /// Every id inside the vocabulary.
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let vocab = self.config.vocab_size;
-        if let Some(bad) = flat.iter().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Input(format!(
+        match ids.iter().find(|&&id| id as usize >= vocab) {
+            Some(bad) => Err(Error::Input(format!(
                 "token id {bad} is outside the vocabulary (vocab_size {vocab})"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// `t` new positions after `past` cached ones, numbered `positions`, within n_positions.
+    fn check_positions(&self, past: usize, t: usize, positions: &[u32]) -> Result<()> {
+        let n_positions = self.config.n_positions;
+        let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
+        if past + t > n_positions || max_pos >= n_positions {
+            return Err(Error::Input(format!(
+                "sequence length {} exceeds the model's maximum of {} positions (n_positions); truncate the input",
+                (past + t).max(max_pos + 1),
+                n_positions
             )));
         }
-        Ok((flat, b, t))
+        Ok(())
+    }
+
+    /// Each row of `x` (n_embd wide) plus the position embedding of its `positions` entry.
+    fn add_positions(&self, x: &mut [f32], positions: &[u32]) -> Result<()> {
+        let e = self.config.n_embd;
+        with_f32(&self.wpe, |wpe| {
+            for (row, &p) in x.chunks_exact_mut(e).zip(positions) {
+                let at = &wpe[p as usize * e..][..e];
+                row.iter_mut().zip(at).for_each(|(a, b)| *a += b);
+            }
+        })
+        .ok_or_else(|| Error::Input("wpe must be a contiguous f32 CPU tensor".into()))
     }
 
     fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
@@ -588,13 +613,7 @@ impl Gpt2Model {
             (None, Some(embeds)) => embeds.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
             (None, None) => unreachable!("checked by forward_base"),
         };
-        with_f32(&self.wpe, |wpe| {
-            for (row, &p) in x.chunks_exact_mut(e).zip(positions) {
-                let at = &wpe[p as usize * e..][..e];
-                row.iter_mut().zip(at).for_each(|(a, b)| *a += b);
-            }
-        })
-        .ok_or_else(|| Error::Input("wpe must be a contiguous f32 CPU tensor".into()))?;
+        self.add_positions(&mut x, positions)?;
         if let Some(tt) = args.token_type_ids {
             let (flat, _, _) = self.token_ids(tt)?;
             if flat.len() * e != x.len() {
@@ -668,38 +687,19 @@ impl Gpt2LmHeadModel {
             let m = &self.transformer;
             let cfg = &m.config;
             let (b, e) = (ids.len(), cfg.n_embd);
-            let past = cache.seq_len();
             if cache.n_layer() != cfg.n_layer || positions.len() != b || !m.device.is_cpu() {
                 return Err(Error::Input(
                     "a step needs a CPU model, its cache and a position per row".into(),
                 ));
             }
-            if let Some(bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-                return Err(Error::Input(format!(
-                    "token id {bad} is outside the vocabulary (vocab_size {})",
-                    cfg.vocab_size
-                )));
-            }
-            let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
-            if past + 1 > cfg.n_positions || max_pos >= cfg.n_positions {
-                return Err(Error::Input(format!(
-                    "sequence length {} exceeds the model's maximum of {} positions (n_positions); truncate the input",
-                    (past + 1).max(max_pos + 1),
-                    cfg.n_positions
-                )));
-            }
+            m.check_ids(ids)?;
+            m.check_positions(cache.seq_len(), 1, positions)?;
             let padded = mask.filter(|rows| rows.iter().flatten().any(|&v| v == 0));
             let mut x = std::mem::take(&mut cache.scratch.hidden);
             x.resize(b * e, 0.0);
             let run = (|| -> Result<()> {
                 m.wte.rows_into(ids, &mut x)?;
-                with_f32(&m.wpe, |wpe| {
-                    for (row, &p) in x.chunks_exact_mut(e).zip(positions) {
-                        let at = &wpe[p as usize * e..][..e];
-                        row.iter_mut().zip(at).for_each(|(a, b)| *a += b);
-                    }
-                })
-                .ok_or_else(|| Error::Input("wpe must be a contiguous f32 CPU tensor".into()))?;
+                m.add_positions(&mut x, positions)?;
                 for (i, block) in m.h.iter().enumerate() {
                     block.forward_fused(&mut x, (b, 1), cache, i, padded)?;
                 }
