@@ -213,11 +213,9 @@ pub(crate) struct Spares {
 }
 
 impl Spares {
-    /// Spares for `rows` (given max_length's room here too), and the beams' empty paths.
-    pub fn new(rows: &mut [Vec<u32>], plan: &Plan, with_paths: bool) -> (Spares, Vec<Vec<i64>>) {
-        for row in rows.iter_mut() {
-            row.reserve(plan.max_length.saturating_sub(row.len()));
-        }
+    /// Spares for `rows` (made by [`Plan::expanded`], with max_length's room), and the beams'
+    /// empty paths.
+    pub fn new(rows: &[Vec<u32>], plan: &Plan, with_paths: bool) -> (Spares, Vec<Vec<i64>>) {
         let path_room = plan.max_length.saturating_sub(plan.prompt_len);
         let paths = || -> Vec<Vec<i64>> {
             (0..rows.len())
@@ -330,7 +328,7 @@ pub(crate) fn run(
     let mut beam_scores: Vec<f32> = (0..n_rows)
         .map(|i| if i % gs == 0 { 0.0 } else { -1e9 })
         .collect();
-    let (mut spares, mut beam_paths) = Spares::new(&mut rows, plan, want_scores);
+    let (mut spares, mut beam_paths) = Spares::new(&rows, plan, want_scores);
     let mut current_tokens = vec![0u32; n_rows];
     let mut source = vec![0usize; n_rows];
     let mut unfinished = vec![true; n_rows];

@@ -141,7 +141,7 @@ pub(crate) fn run(
         .map(|i| if i % nb == 0 { 0.0 } else { -1e9 })
         .collect();
     let n_rows = batch * nb;
-    let (mut spares, mut paths) = Spares::new(&mut rows, plan, want_paths);
+    let (mut spares, mut paths) = Spares::new(&rows, plan, want_paths);
     let n_keep = (1 + plan.eos.len()).max(2) * nb;
     let completes = |seq: &[u32]| ConstraintState::after(&templates, seq).completed;
     let (mut scores, mut candidates) = (Vec::new(), Vec::new());

@@ -43,7 +43,7 @@ pub(crate) fn run(
 ) -> Result<GenerateOutput> {
     let k = cfg.top_k;
     let alpha = cfg.penalty_alpha.unwrap_or(0.0) as f32;
-    let mut rows = plan.input_ids.clone();
+    let (mut rows, mask) = plan.expanded(1);
     let batch = rows.len();
     // The processors without the sampling warpers (contrastive search is not sampling).
     let processors = build_processors(cfg, plan.prompt_len, plan.max_length)?;
@@ -53,7 +53,7 @@ pub(crate) fn run(
     out.hidden_states = None;
     out.attentions = None;
     // Room for every position at once: the candidates' copies are written in place.
-    let mut runner = Runner::with_capacity(model, plan.attention_mask.clone(), plan.max_length);
+    let mut runner = Runner::with_capacity(model, mask, plan.max_length);
     runner.output_last_hidden_state = true;
     let v = runner.vocab_size();
     let e = model.config().n_embd;
@@ -63,9 +63,6 @@ pub(crate) fn run(
         )));
     }
     let pad = plan.pad;
-    for row in rows.iter_mut() {
-        row.reserve(plan.max_length.saturating_sub(row.len()));
-    }
 
     let first = runner.prefill(&rows)?;
     // Per row: the unit final hidden state of every position so far (n_embd each, one after
@@ -95,7 +92,7 @@ pub(crate) fn run(
     // Reused every step: the rows' scores (the kept candidates' logits, then processed), each
     // row's candidates, the candidates' logits, a candidate's unit hidden state.
     let mut scores = first.logits;
-    let mut candidates: Vec<Vec<(f32, usize)>> = vec![Vec::with_capacity(k + 1); batch];
+    let mut candidates: Vec<Vec<(f32, usize)>> = vec![Vec::new(); batch];
     let mut probs = Vec::with_capacity(v);
     let mut cand_tokens = Vec::with_capacity(batch * k);
     let mut cand_logits = Vec::new();
@@ -104,7 +101,12 @@ pub(crate) fn run(
     let mut next = Vec::with_capacity(batch);
     let mut unfinished = vec![true; batch];
     let mut logprobs = opts.token_logprobs.then(|| vec![Vec::new(); batch]);
-    let mut expanded = false;
+    // Every row's k candidates go through the model at once, each on its own copy of its
+    // row's cache: the copies are made once, after the prompt, and kept from step to step.
+    if rows[0].len() < plan.max_length {
+        let expand: Vec<usize> = (0..batch).flat_map(|b| std::iter::repeat_n(b, k)).collect();
+        runner.select_rows(&expand)?;
+    }
 
     while rows[0].len() < plan.max_length {
         if let Some(l) = out.logits.as_mut() {
@@ -118,13 +120,6 @@ pub(crate) fn run(
             top_k_into(&probs, k, best);
         }
 
-        // Every row's k candidates through the model at once, each on its own copy of its
-        // row's cache: made once, after the prompt; later steps keep the k copies.
-        if !expanded {
-            expanded = true;
-            let expand: Vec<usize> = (0..batch).flat_map(|b| std::iter::repeat_n(b, k)).collect();
-            runner.select_rows(&expand)?;
-        }
         cand_tokens.clear();
         cand_tokens.extend(
             candidates

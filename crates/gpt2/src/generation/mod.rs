@@ -287,11 +287,18 @@ impl Plan {
         cfg.seed.map(Rng::new).unwrap_or_else(Rng::from_entropy)
     }
 
-    /// Each row repeated `n` times in place (repeat_interleave), mask too.
+    /// Each row repeated `n` times in place (repeat_interleave), mask too. Every row has
+    /// max_length's room: the loops append a token (and a mask column) a step without
+    /// reallocating.
     pub fn expanded(&self, n: usize) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
         let rep = |rows: &[Vec<u32>]| {
             rows.iter()
-                .flat_map(|r| std::iter::repeat_n(r.clone(), n))
+                .flat_map(|r| std::iter::repeat_n(r, n))
+                .map(|r| {
+                    let mut row = Vec::with_capacity(self.max_length.max(r.len()));
+                    row.extend_from_slice(r);
+                    row
+                })
                 .collect()
         };
         (rep(&self.input_ids), rep(&self.attention_mask))

@@ -109,8 +109,8 @@ thread_local! {
     static WARP: std::cell::RefCell<WarpScratch> = std::cell::RefCell::new(WarpScratch::default());
 }
 
-fn mask_tokens(row: &mut [f32], ids: &[u32]) {
-    for &t in ids {
+fn mask_tokens(row: &mut [f32], ids: impl IntoIterator<Item = u32>) {
+    for t in ids {
         if let Some(s) = row.get_mut(t as usize) {
             *s = FILTER;
         }
@@ -525,14 +525,11 @@ impl NoRepeatNGram {
 
     fn banned_iter<'a>(&self, ids: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
         let n = self.ngram_size;
-        let cur_len = ids.len();
-        // Too short a row has no windows to match (and no prefix: the empty one stands in).
-        let prefix = if cur_len + 1 < n {
-            &ids[..0]
-        } else {
-            &ids[cur_len + 1 - n..]
+        // Too short a row bans nothing: no windows to match, nor a prefix to match them to.
+        let (windows, prefix) = match (ids.len() + 1).checked_sub(n) {
+            Some(start) => (ids, &ids[start..]),
+            None => (&ids[..0], &ids[..0]),
         };
-        let windows = if cur_len + 1 < n { &ids[..0] } else { ids };
         windows
             .windows(n)
             .filter(move |w| &w[..n - 1] == prefix)
@@ -543,11 +540,7 @@ impl NoRepeatNGram {
 impl LogitsProcessor for NoRepeatNGram {
     fn process(&self, input_ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
         for (row, ids) in rows(scores, vocab).zip(input_ids) {
-            for t in self.banned_iter(ids) {
-                if let Some(s) = row.get_mut(t as usize) {
-                    *s = FILTER;
-                }
-            }
+            mask_tokens(row, self.banned_iter(ids));
         }
     }
 }
@@ -688,7 +681,7 @@ pub struct SuppressTokens {
 impl LogitsProcessor for SuppressTokens {
     fn process(&self, _ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
         for row in rows(scores, vocab) {
-            mask_tokens(row, &self.suppress_tokens);
+            mask_tokens(row, self.suppress_tokens.iter().copied());
         }
     }
 }
@@ -707,7 +700,7 @@ impl LogitsProcessor for SuppressTokensAtBegin {
             return;
         }
         for row in rows(scores, vocab) {
-            mask_tokens(row, &self.begin_suppress_tokens);
+            mask_tokens(row, self.begin_suppress_tokens.iter().copied());
         }
     }
 }
@@ -764,7 +757,7 @@ impl LogitsProcessor for MinLength {
     fn process(&self, input_ids: &[Vec<u32>], scores: &mut [f32], vocab: usize) {
         if input_ids.first().map_or(0, Vec::len) < self.min_length {
             for row in rows(scores, vocab) {
-                mask_tokens(row, &self.eos_token_ids);
+                mask_tokens(row, self.eos_token_ids.iter().copied());
             }
         }
     }
@@ -784,7 +777,7 @@ impl LogitsProcessor for MinNewTokensLength {
         let len = input_ids.first().map_or(0, Vec::len) as i64;
         if len - (self.prompt_length_to_skip as i64) < self.min_new_tokens as i64 {
             for row in rows(scores, vocab) {
-                mask_tokens(row, &self.eos_token_ids);
+                mask_tokens(row, self.eos_token_ids.iter().copied());
             }
         }
     }

@@ -44,19 +44,15 @@ fn rows_tensor(rows: &[Vec<u32>]) -> Result<Tensor> {
 }
 
 impl<'m> Runner<'m> {
-    /// A runner over `mask`'s rows whose cache makes room for `positions` (prompt and new
-    /// tokens) at once ([`Cache::with_capacity`]), capped at the model's n_positions.
+    /// A runner over `mask`'s rows (as [`super::Plan::expanded`] makes them, with room for the
+    /// column a step adds) whose cache makes room for `positions` (prompt and new tokens) at
+    /// once ([`Cache::with_capacity`]), capped at the model's n_positions.
     pub fn with_capacity(
         model: &'m Gpt2LmHeadModel,
         mask: Vec<Vec<u32>>,
         positions: usize,
     ) -> Runner<'m> {
         let positions = positions.min(model.config().n_positions);
-        let mut mask = mask;
-        // The mask grows by a column a step: its room made once.
-        for row in mask.iter_mut() {
-            row.reserve(positions.saturating_sub(row.len()));
-        }
         Runner {
             model,
             cache: Cache::with_capacity(model.config().n_layer, positions),

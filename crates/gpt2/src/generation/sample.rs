@@ -90,9 +90,6 @@ pub(crate) fn run(
     let v = runner.vocab_size();
     let mut unfinished = vec![true; n];
     let mut logprobs = opts.token_logprobs.then(|| vec![Vec::new(); n]);
-    for row in rows.iter_mut() {
-        row.reserve(plan.max_length.saturating_sub(row.len()));
-    }
     let mut step = runner.prefill(&rows)?;
     // Without hidden states or attentions to return, a step is only logits, written into the
     // scores' buffer (Runner::step_into): the loop then allocates nothing of its own a step.
